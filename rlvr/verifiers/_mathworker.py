@@ -1,0 +1,184 @@
+"""Child-process side of `rlvr.verifiers.math`: math-verify parsing and comparison.
+
+Runs as `python -m rlvr.verifiers._mathworker` under `DeadlineWorker` (see `_deadline` for the
+line protocol); the parent never imports sympy.  The functions are plain and importable so
+tests can call them in-process.  Inside the child a soft per-item deadline (SIGALRM, this is
+the child's main thread) stops Python-level slowness cheaply; the parent's hard deadline
+(kill + restart) covers what a signal cannot interrupt (C-level bignum work, crashes).
+
+Policy beyond math-verify (documented in `rlvr.verifiers.math`): hedges score 0 against a
+single-valued gold — disjunction words/symbols, unpaired `|`, an ellipsis followed by more
+candidates, a set/tuple/interval of several values, and equation chains whose constant sides
+disagree with the gold (`4 = 3` for gold 3; math-verify alone would grade the last side).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import signal
+import sys
+from functools import lru_cache
+from typing import Any
+
+MEMORY_LIMIT_BYTES = 4 << 30  # a bignum bomb hits MemoryError instead of swapping the host
+MAX_EQUATION_SIDES = 6
+
+_DISJUNCTION = re.compile(r"\\lor\b|\\vee\b|\\mid\b|\\land\b|\\wedge\b|\bor\b|\band\b|;")
+_ELLIPSIS_THEN_MORE = re.compile(r"(?:\.\.\.|…|\\[lc]?dots\b)[\s,;]*[^\s,;.}$]")
+_EQUALS = re.compile(r"(?<![<>!:=])=(?!=)")
+_PREFIX = re.compile(r"^(?:the\s+)?(?:final\s+)?answer\s*(?:is|:)\s*", re.IGNORECASE)
+
+
+class SoftTimeout(BaseException):
+    """Raised by SIGALRM; a BaseException so math-verify's `except Exception` cannot swallow it."""
+
+
+def normalize(text: str) -> str:
+    """Strip the wrappers models put around an answer: `$…$`, `\\(…\\)`, "Answer:", a final period."""
+    s = _PREFIX.sub("", text.strip())
+    for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
+        if len(s) >= len(left) + len(right) and s.startswith(left) and s.endswith(right):
+            s = s[len(left) : len(s) - len(right)].strip()
+    return s.rstrip(".").strip()
+
+
+@lru_cache(maxsize=8192)
+def parse_math(text: str) -> tuple[Any, ...]:
+    """math-verify's parse of `text` as one boxed LaTeX/plain expression; () when nothing parses."""
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
+
+    config = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
+    return tuple(parse("\\boxed{" + text + "}", extraction_config=config, parsing_timeout=None))
+
+
+def parse_gold(gold: str) -> tuple[Any, ...]:
+    """Parse a gold answer, given bare (`5`, `\\frac12`) or boxed (`… \\boxed{5}`)."""
+    from rlvr.verifiers.region import last_boxed
+
+    inner = last_boxed(gold) if "\\boxed" in gold or "\\fbox" in gold else None
+    return parse_math(normalize(inner if inner is not None else gold))
+
+
+def gold_ok(gold: str, _unused: Any = None) -> bool:
+    """Whether the gold parses to something gradable (a sympy value or a non-empty string)."""
+    return any(not isinstance(p, str) or p.strip() for p in parse_gold(gold))
+
+
+def _main_value(parsed: tuple[Any, ...]) -> Any:
+    """The first non-string parse (math-verify puts the sympy value first), else None."""
+    return next((p for p in parsed if not isinstance(p, str)), None)
+
+
+def _is_single_valued(value: Any) -> bool:
+    """A scalar gold: not a set, interval, tuple, matrix, relation or logical combination."""
+    from sympy import Expr, MatrixBase
+    from sympy.matrices.expressions import MatrixExpr
+
+    return isinstance(value, Expr) and not isinstance(value, MatrixBase | MatrixExpr)
+
+
+def _is_plural(value: Any) -> bool:
+    """Several candidate values at once: a set/tuple of 2+ elements, an interval or a union."""
+    from sympy import FiniteSet, Interval, Tuple, Union
+
+    if isinstance(value, FiniteSet | Tuple):
+        return len(value) > 1
+    return isinstance(value, Interval | Union)
+
+
+def _verify(gold: tuple[Any, ...], answer: tuple[Any, ...]) -> bool:
+    from math_verify import verify
+
+    return bool(gold) and bool(answer) and verify(list(gold), list(answer), timeout_seconds=None)
+
+
+def is_hedge(answer: str, parsed: tuple[Any, ...], gold: tuple[Any, ...]) -> bool:
+    """Several candidates offered against a single-valued gold (see the module docstring)."""
+    if not _is_single_valued(_main_value(gold)):
+        return False
+    if _DISJUNCTION.search(answer) or answer.count("|") % 2 or _ELLIPSIS_THEN_MORE.search(answer):
+        return True
+    if "\\\\" in answer and "\\begin" not in answer:
+        return True
+    if _is_plural(_main_value(parsed)):
+        return True
+    sides = _EQUALS.split(answer)
+    if len(sides) > MAX_EQUATION_SIDES:
+        return True
+    for side in sides if len(sides) > 1 else ():
+        value = _main_value(parse_math(side.strip()))
+        if value is not None and not getattr(value, "free_symbols", True) and not _verify(gold, (value,)):
+            return True  # a constant side that is not the gold: `4 = 3`, `x = 3 = 4`
+    return False
+
+
+def check(answer: str, gold: str) -> float | None:
+    """1.0/0.0 for an extracted answer against a gold; None when the gold does not parse."""
+    gold_parsed = parse_gold(gold)
+    if not gold_ok(gold):
+        return None
+    answer = normalize(answer)
+    parsed = parse_math(answer)
+    if not parsed or is_hedge(answer, parsed, gold_parsed):
+        return 0.0
+    return 1.0 if _verify(gold_parsed, parsed) else 0.0
+
+
+def equivalent(a: str, b: str) -> bool:
+    """Whether two extracted answers are the same (for maj@k voting); symmetric by construction."""
+    pa, pb = parse_math(normalize(a)), parse_math(normalize(b))
+    return _verify(pa, pb) and _verify(pb, pa)
+
+
+def _hang(seconds: Any, _unused: Any = None) -> float:
+    """Test hook: block like C code does, deaf to SIGALRM, so only the parent's kill can end it."""
+    import time
+
+    signal.signal(signal.SIGALRM, signal.SIG_IGN)
+    time.sleep(float(seconds))
+    signal.signal(signal.SIGALRM, _on_alarm)
+    return 1.0
+
+
+OPS = {"verify": check, "gold": gold_ok, "equiv": equivalent, "_hang": _hang}
+FAILED = {"verify": 0.0, "gold": False, "equiv": False, "_hang": 0.0}
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    raise SoftTimeout
+
+
+def run_item(op: str, a: Any, b: Any, soft_s: float) -> Any:
+    """One item under the soft deadline; any failure (timeout, parser error) is FAILED[op]."""
+    try:
+        signal.setitimer(signal.ITIMER_REAL, max(soft_s, 1e-3))
+        try:
+            return OPS[op](a, b)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except (SoftTimeout, Exception):
+        return FAILED.get(op, 0.0)
+
+
+def main() -> None:
+    """Serve requests on stdin until it closes (the parent exited or killed us)."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT_BYTES, MEMORY_LIMIT_BYTES))
+    logging.disable(logging.CRITICAL)  # math-verify warns on every failed parse
+    signal.signal(signal.SIGALRM, _on_alarm)
+    parse_math("1")  # import sympy/antlr now, before we report ready
+    out = sys.stdout.buffer
+    out.write(b'{"ready": true}\n')
+    out.flush()
+    for line in sys.stdin.buffer:
+        request = json.loads(line)
+        for op, a, b in request["items"]:
+            out.write(json.dumps({"r": run_item(op, a, b, float(request["soft"]))}).encode() + b"\n")
+            out.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Math answer verification: a thin, hardened wrapper around the math-verify package.
+
+`verify_math(completion, gold)` extracts the final answer (`region.extract_answer`: last
+`<answer>` after the last `</think>`, else the last `\\boxed{}`) and asks math-verify whether it
+equals the gold.  math-verify (HF) supplies the equivalences: fractions vs decimals, `x = 5` vs
+`5`, interval ends, sets in any order, matrices, `1,000` = `1000`, LaTeX vs plain, `\\dfrac`,
+percentages (`50\\%` matches both `50` and `0.5`, math-verify's choice), `\\text{ cm}` units.
+
+Our additions, all scoring 0 (see `_mathworker` for the exact rules):
+- *Hedges* against a single-valued gold: `3 or 4`, `3, 4`, `\\{3,4\\}`, `3 \\lor 4`, `3 | 4`,
+  `1, \\ldots, 4`, `4 = 3` (a constant side that is not the gold).  Note `1, 000` (comma and a
+  space) is the list {1, 0}, hence a hedge; `1,000` (no space) is one thousand.
+- Answers longer than `MAX_ANSWER_CHARS` (no real final answer is that long).
+- Anything that overruns the deadline (parser bombs such as `9^{9^{9^{9}}}` or `10000!`).
+
+Model text never reaches `eval`/`sympify` here: it is parsed only by math-verify, in a child
+process (`_deadline.DeadlineWorker`) under a hard wall-clock deadline, so C-level hangs are
+killed too.  Works from any thread; the child starts on first use, not at import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from rlvr.verifiers._deadline import DeadlineWorker
+from rlvr.verifiers.region import extract_answer
+
+DEFAULT_TIMEOUT_S = 3.0
+MAX_ANSWER_CHARS = 1_000
+_GOLD_CACHE_SIZE = 1 << 16
+
+_WORKER = DeadlineWorker("rlvr.verifiers._mathworker")
+_gold_cache: dict[str, bool] = {}
+
+
+def _golds_ok(golds: Sequence[str], timeout_s: float) -> list[bool]:
+    """Whether each gold parses, asking the worker only about golds not seen before."""
+    unseen = sorted({g for g in golds if isinstance(g, str) and g not in _gold_cache})
+    if unseen:
+        verdicts = _WORKER.run([["gold", g, None] for g in unseen], timeout_s, on_timeout=False)
+        if len(_gold_cache) + len(unseen) > _GOLD_CACHE_SIZE:
+            _gold_cache.clear()
+        _gold_cache.update(zip(unseen, verdicts))
+    return [isinstance(g, str) and _gold_cache.get(g, False) for g in golds]
+
+
+def verify_math_batch(
+    completions: Sequence[str], golds: Sequence[str], *, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> list[float | None]:
+    """`verify_math` for many items in one worker round trip (plus one for golds not seen before).
+
+    Each item gets its own deadline of `timeout_s` (+0.5 s grace before the worker is killed).
+    """
+    if len(completions) != len(golds):
+        raise ValueError(f"verify_math_batch: {len(completions)} completions but {len(golds)} golds")
+    ok = _golds_ok(golds, timeout_s)
+    results: list[float | None] = [0.0 if good else None for good in ok]
+    todo: list[tuple[int, list[str]]] = []
+    for i, (completion, gold) in enumerate(zip(completions, golds)):
+        answer = extract_answer(completion) if ok[i] else None
+        if answer is None or len(answer) > MAX_ANSWER_CHARS:
+            continue
+        if answer == gold.strip():
+            results[i] = 1.0  # identical strings need no parser
+        else:
+            todo.append((i, ["verify", answer, gold]))
+    verdicts = _WORKER.run([item for _, item in todo], timeout_s, on_timeout=0.0)
+    for (i, _), verdict in zip(todo, verdicts):
+        results[i] = None if verdict is None else float(verdict)
+    return results
+
+
+def verify_math(completion: str, gold: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> float | None:
+    """1.0 when the completion's final answer equals `gold`, else 0.0; None when `gold` does not parse.
+
+    Never raises on model text; returns within about `timeout_s + 0.5` s per parse (the gold's,
+    once per distinct gold, and the answer's).
+    """
+    return verify_math_batch([completion], [gold], timeout_s=timeout_s)[0]
+
+
+def math_equivalent_batch(
+    pairs: Sequence[tuple[str, str]], *, timeout_s: float = DEFAULT_TIMEOUT_S
+) -> list[bool]:
+    """`math_equivalent` for many pairs in one worker round trip."""
+    results = [False] * len(pairs)
+    todo: list[tuple[int, list[str]]] = []
+    for i, (a, b) in enumerate(pairs):
+        if not (isinstance(a, str) and isinstance(b, str)) or not a.strip() or not b.strip():
+            continue
+        if max(len(a), len(b)) > MAX_ANSWER_CHARS:
+            continue
+        if a.strip() == b.strip():
+            results[i] = True
+        else:
+            todo.append((i, ["equiv", a, b]))
+    for (i, _), verdict in zip(todo, _WORKER.run([t for _, t in todo], timeout_s, on_timeout=False)):
+        results[i] = bool(verdict)
+    return results
+
+
+def math_equivalent(a: str, b: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
+    """Whether two already-extracted answers are the same value (symmetric; for maj@k voting)."""
+    return math_equivalent_batch([(a, b)], timeout_s=timeout_s)[0]
+
+
+def gold_parses(gold: str, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> bool:
+    """Whether `gold` parses to something math-verify can compare (cached per distinct gold)."""
+    return _golds_ok([gold], timeout_s)[0]
+
+
+def validate_golds(golds: Iterable[str], *, timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[list[int], int]:
+    """(indices of golds that parse, number dropped): pre-validate a dataset when it loads."""
+    golds = list(golds)
+    ok = _golds_ok(golds, timeout_s)
+    kept = [i for i, good in enumerate(ok) if good]
+    return kept, len(golds) - len(kept)
+
+
+def shutdown() -> None:
+    """Stop the parsing worker now (it also stops at exit); the next call starts a new one."""
+    _WORKER.close()
