@@ -1,0 +1,241 @@
+"""Token log-probabilities and entropy, chunked so [B, T, V] never exists in fp32 at once.
+
+With a 150k vocabulary, fp32 logits for 8 x 4096 tokens are 20 GB; the model's bf16 logits are
+half that, and the naive `log_softmax(logits.float())` plus autograd's saved copies multiply it.
+Here rows (tokens) are processed `chunk_size` at a time in fp32 (at least the input's precision)
+by a custom autograd Function that saves only its inputs and one log-normaliser per token, and
+recomputes each chunk's softmax in backward.  Peak extra memory is about 3 x chunk_size x V x 4 bytes.
+
+The `*_from_hidden` variants take the last hidden states and the LM-head weight and project chunk by
+chunk, so even the bf16 logits are never materialised (the Liger / Cut-Cross-Entropy idea, written
+plainly).  No bias term (LLM heads have none).
+
+Gradients (x = logits / temperature, p = softmax(x), y = target, H = entropy):
+    d logp_y / dx = onehot(y) - p,     dH / dx = -p * (log p + H),     d/dlogits = d/dx / temperature.
+Double backward is not supported.  Temperature: the sampler's logprobs are those of the tempered
+distribution, so compute old/new logprobs at the sampling temperature to keep ratios meaningful.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+__all__ = [
+    "entropy",
+    "entropy_from_hidden",
+    "entropy_from_logits",
+    "logprobs_and_entropy",
+    "logprobs_and_entropy_from_hidden",
+    "token_logprobs",
+    "token_logprobs_from_hidden",
+]
+
+DEFAULT_CHUNK_SIZE = 1024
+
+
+def _blocks(B: int, T: int, chunk_size: int) -> Iterator[tuple[slice, slice]]:
+    """(batch, time) slices covering [B, T] with at most `chunk_size` rows each.
+
+    Slicing a 3-D tensor by blocks (instead of flattening) keeps non-contiguous inputs such as
+    `logits[:, :-1]` from being copied whole: each block is copied at most once, when reshaped.
+    """
+    tt = max(1, min(T, chunk_size))
+    bb = max(1, chunk_size // tt)
+    for b0 in range(0, B, bb):
+        for t0 in range(0, T, tt):
+            yield slice(b0, min(b0 + bb, B)), slice(t0, min(t0 + tt, T))
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _chunk_stats(x: Tensor, targets: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor]:
+    """For tempered logits x [n, V]: (logsumexp [n], logp of targets [n] or None, entropy [n])."""
+    lse = torch.logsumexp(x, dim=-1)
+    logp_all = x - lse.unsqueeze(-1)
+    ent = -(logp_all.exp() * logp_all).sum(-1)
+    lp = None if targets is None else logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return lse, lp, ent
+
+
+def _chunk_grad(x: Tensor, lse: Tensor, ent: Tensor, targets, g_lp, g_ent, temperature: float) -> Tensor:
+    """d(loss)/d(logits) for one chunk of tempered logits x [n, V], in x's dtype."""
+    logp_all = x - lse.unsqueeze(-1)
+    p = logp_all.exp()
+    grad = torch.zeros_like(x)
+    if g_lp is not None:
+        grad = -p * g_lp.unsqueeze(-1)
+        grad.scatter_add_(-1, targets.unsqueeze(-1), g_lp.unsqueeze(-1))
+    if g_ent is not None:
+        grad = grad - p * (logp_all + ent.unsqueeze(-1)) * g_ent.unsqueeze(-1)
+    return grad / temperature
+
+
+class _FromLogits(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits: Tensor, targets: Tensor | None, chunk_size: int, temperature: float):
+        B, T, _ = logits.shape
+        cdt = _compute_dtype(logits.dtype)
+        lse, lp, ent = (logits.new_zeros((B, T), dtype=cdt) for _ in range(3))
+        for bs, ts in _blocks(B, T, chunk_size):
+            x = logits[bs, ts].to(cdt) / temperature
+            tgt = None if targets is None else targets[bs, ts]
+            c_lse, c_lp, c_ent = _chunk_stats(x, tgt)
+            lse[bs, ts], ent[bs, ts] = c_lse, c_ent
+            if c_lp is not None:
+                lp[bs, ts] = c_lp
+        if targets is None:
+            ctx.mark_non_differentiable(lp)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(logits, targets, lse, ent)
+        ctx.chunk_size, ctx.temperature = chunk_size, temperature
+        return lp, ent
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_lp: Tensor | None, g_ent: Tensor | None):
+        logits, targets, lse, ent = ctx.saved_tensors
+        grad = torch.zeros_like(logits)
+        if g_lp is None and g_ent is None:
+            return grad, None, None, None
+        cdt = _compute_dtype(logits.dtype)
+        for bs, ts in _blocks(logits.shape[0], logits.shape[1], ctx.chunk_size):
+            x = logits[bs, ts].to(cdt) / ctx.temperature
+            tgt = None if targets is None else targets[bs, ts]
+            glp = None if g_lp is None or targets is None else g_lp[bs, ts].to(cdt)
+            gent = None if g_ent is None else g_ent[bs, ts].to(cdt)
+            grad[bs, ts] = _chunk_grad(x, lse[bs, ts], ent[bs, ts], tgt, glp, gent, ctx.temperature)
+        return grad, None, None, None
+
+
+class _FromHidden(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx, hidden: Tensor, weight: Tensor, targets: Tensor | None, chunk_size: int, temperature: float
+    ):
+        B, T, _ = hidden.shape
+        cdt = _compute_dtype(hidden.dtype)
+        lse, lp, ent = (hidden.new_zeros((B, T), dtype=cdt) for _ in range(3))
+        for bs, ts in _blocks(B, T, chunk_size):
+            x = (hidden[bs, ts] @ weight.t()).to(cdt) / temperature
+            tgt = None if targets is None else targets[bs, ts]
+            c_lse, c_lp, c_ent = _chunk_stats(x, tgt)
+            lse[bs, ts], ent[bs, ts] = c_lse, c_ent
+            if c_lp is not None:
+                lp[bs, ts] = c_lp
+        if targets is None:
+            ctx.mark_non_differentiable(lp)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(hidden, weight, targets, lse, ent)
+        ctx.chunk_size, ctx.temperature = chunk_size, temperature
+        return lp, ent
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_lp: Tensor | None, g_ent: Tensor | None):
+        hidden, weight, targets, lse, ent = ctx.saved_tensors
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        cdt = _compute_dtype(hidden.dtype)
+        grad_h = torch.zeros_like(hidden) if need_h else None
+        grad_w = torch.zeros(weight.shape, dtype=cdt, device=weight.device) if need_w else None
+        for bs, ts in _blocks(hidden.shape[0], hidden.shape[1], ctx.chunk_size):
+            h = hidden[bs, ts]
+            x = (h @ weight.t()).to(cdt) / ctx.temperature
+            tgt = None if targets is None else targets[bs, ts]
+            glp = None if g_lp is None or targets is None else g_lp[bs, ts].to(cdt)
+            gent = None if g_ent is None else g_ent[bs, ts].to(cdt)
+            d_logits = _chunk_grad(x, lse[bs, ts], ent[bs, ts], tgt, glp, gent, ctx.temperature)
+            if need_h:
+                # cast the chunk's gradient, not the [V, H] weight, to keep memory flat
+                grad_h[bs, ts] = (d_logits.to(weight.dtype) @ weight).to(hidden.dtype)
+            if need_w:
+                grad_w += d_logits.reshape(-1, d_logits.shape[-1]).t() @ h.reshape(-1, h.shape[-1]).to(cdt)
+        return grad_h, None if grad_w is None else grad_w.to(weight.dtype), None, None, None
+
+
+def _check(x: Tensor, targets: Tensor | None, name: str) -> None:
+    if x.dim() != 3:
+        raise ValueError(f"{name} must be [B, T, V or H], got shape {tuple(x.shape)}")
+    if targets is not None and targets.shape != x.shape[:2]:
+        raise ValueError(f"targets must be [B, T] = {tuple(x.shape[:2])}, got {tuple(targets.shape)}")
+
+
+def logprobs_and_entropy(
+    logits: Tensor,  # [B, T, V]
+    targets: Tensor,  # [B, T] long
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    temperature: float = 1.0,
+) -> tuple[Tensor, Tensor]:  # logprobs [B, T], entropy [B, T] (>= fp32)
+    """Both in one chunked pass (one logsumexp per token); differentiable in `logits`."""
+    _check(logits, targets, "logits")
+    return _FromLogits.apply(logits, targets.long(), chunk_size, temperature)
+
+
+def token_logprobs(
+    logits: Tensor,  # [B, T, V]
+    targets: Tensor,  # [B, T] long
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    temperature: float = 1.0,
+) -> Tensor:  # [B, T] (>= fp32)
+    """log softmax(logits / temperature)[targets], chunked; equals the naive `log_softmax(...).gather(...)`."""
+    return logprobs_and_entropy(logits, targets, chunk_size=chunk_size, temperature=temperature)[0]
+
+
+def entropy_from_logits(
+    logits: Tensor,  # [B, T, V]
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    temperature: float = 1.0,
+) -> Tensor:  # [B, T]
+    """Entropy of softmax(logits / temperature) per token, chunked; differentiable (entropy bonus)."""
+    _check(logits, None, "logits")
+    return _FromLogits.apply(logits, None, chunk_size, temperature)[1]
+
+
+entropy = entropy_from_logits
+
+
+def logprobs_and_entropy_from_hidden(
+    hidden: Tensor,  # [B, T, H]
+    lm_head_weight: Tensor,  # [V, H]
+    targets: Tensor,  # [B, T] long
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    temperature: float = 1.0,
+) -> tuple[Tensor, Tensor]:  # logprobs [B, T], entropy [B, T]
+    """Project `hidden @ lm_head_weight.T` chunk by chunk (never the full logits); differentiable in both."""
+    _check(hidden, targets, "hidden")
+    return _FromHidden.apply(hidden, lm_head_weight, targets.long(), chunk_size, temperature)
+
+
+def token_logprobs_from_hidden(
+    hidden: Tensor,  # [B, T, H]
+    lm_head_weight: Tensor,  # [V, H]
+    targets: Tensor,  # [B, T] long
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    temperature: float = 1.0,
+) -> Tensor:  # [B, T]
+    """`token_logprobs` of the logits `hidden @ lm_head_weight.T`, without materialising them."""
+    return logprobs_and_entropy_from_hidden(
+        hidden, lm_head_weight, targets, chunk_size=chunk_size, temperature=temperature
+    )[0]
+
+
+def entropy_from_hidden(
+    hidden: Tensor,  # [B, T, H]
+    lm_head_weight: Tensor,  # [V, H]
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    temperature: float = 1.0,
+) -> Tensor:  # [B, T]
+    """`entropy_from_logits` of `hidden @ lm_head_weight.T`, without materialising the logits."""
+    _check(hidden, None, "hidden")
+    return _FromHidden.apply(hidden, lm_head_weight, None, chunk_size, temperature)[1]
