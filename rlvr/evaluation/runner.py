@@ -328,12 +328,16 @@ def run_eval(
     seed: int = 0,
     chat_template: bool = False,
     batch_size: int = 32,
+    device: str | None = None,
 ) -> EvalResult:
     """What `rlvr eval` calls: load the model in `model_dir`, evaluate `task_name`'s `split`, write JSON.
 
     `greedy=True` means n=1, ks=[1], temperature 0 (the other sampling flags are ignored).
     The result is written atomically to `out_path` (when given); `cache_path` makes it resumable.
+    `device` defaults to "cuda" when available, else "cpu".
     """
+    import torch
+
     from rlvr.models.load import load_model_and_tokenizer  # lazy: keeps torch out of metric-only imports
     from rlvr.rollout.hf import HFEngine
     from rlvr.tasks import make_task
@@ -344,7 +348,8 @@ def run_eval(
     examples = list(task.examples(split))
     if limit is not None:
         examples = examples[:limit]
-    model, tokenizer = load_model_and_tokenizer(model_dir)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer = load_model_and_tokenizer(model_dir, device=device)
     engine = HFEngine(model, tokenizer)
     stop = () if tokenizer.eos_token_id is None else (int(tokenizer.eos_token_id),)
     params = SamplingParams(

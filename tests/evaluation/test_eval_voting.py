@@ -104,3 +104,13 @@ def test_maj_at_k_validates():
         maj_at_k(["a", "b"], [True], 1, equivalent=string_eq)
     with pytest.raises(ValueError, match="k must be"):
         maj_at_k(["a", "b"], [True, False], 3, equivalent=string_eq)
+
+
+def test_votes_cluster_with_the_real_math_equivalence():
+    from rlvr.verifiers.math import math_equivalent
+
+    answers = ["3", "0.5", r"\frac12", "3", r"\frac{1}{2}", None, "1/2"]
+    correct = [False, True, True, False, True, False, True]
+    assert cluster_answers(answers, math_equivalent) == [0, 1, 1, 0, 1, None, 1]
+    assert maj_at_k(answers, correct, 7, equivalent=math_equivalent) == 1.0
+    assert maj_at_k(answers, correct, 7, equivalent=string_eq) == 0.0  # "3" x2 beats each spelling
