@@ -62,8 +62,8 @@ def parse_gold(gold: str) -> tuple[Any, ...]:
 
 
 def gold_ok(gold: str, _unused: Any = None) -> bool:
-    """Whether the gold parses to something gradable (a sympy value or a non-empty string)."""
-    return any(not isinstance(p, str) or p.strip() for p in parse_gold(gold))
+    """Whether the gold parses to a sympy value (a bare string fallback such as `?` does not count)."""
+    return _main_value(parse_gold(gold)) is not None
 
 
 def _main_value(parsed: tuple[Any, ...]) -> Any:
