@@ -20,14 +20,17 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import json
 import os
+import queue
 import select
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -148,3 +151,44 @@ class DeadlineWorker:
                 break
             out.append(msg["r"])
         return out
+
+
+class WorkerPool:
+    """`size` DeadlineWorkers; a batch is split into contiguous chunks that run in parallel.
+
+    Workers start lazily (a single call starts one), so a pool costs nothing until it is busy.
+    """
+
+    def __init__(self, module: str, size: int, *, min_chunk: int = 8) -> None:
+        self.workers = [DeadlineWorker(module) for _ in range(max(1, size))]
+        self.min_chunk = min_chunk
+        self._free: queue.SimpleQueue[DeadlineWorker] = queue.SimpleQueue()
+        for worker in self.workers:
+            self._free.put(worker)
+
+    @property
+    def restarts(self) -> int:
+        return sum(w.restarts for w in self.workers)
+
+    def _run_on_free(self, items: Sequence[Sequence[Any]], soft_s: float, on_timeout: Any) -> list[Any]:
+        worker = self._free.get()
+        try:
+            return worker.run(items, soft_s, on_timeout)
+        finally:
+            self._free.put(worker)
+
+    def run(self, items: Sequence[Sequence[Any]], soft_s: float, on_timeout: Any) -> list[Any]:
+        """Results for `items` in order; see `DeadlineWorker.run`."""
+        n_chunks = min(len(self.workers), -(-len(items) // self.min_chunk))
+        if n_chunks <= 1:
+            return self._run_on_free(items, soft_s, on_timeout) if items else []
+        bounds = [len(items) * k // n_chunks for k in range(n_chunks + 1)]
+        chunks = [items[lo:hi] for lo, hi in itertools.pairwise(bounds)]
+        # chunk k always goes to worker k, so repeated batches find their parses cached there
+        with ThreadPoolExecutor(n_chunks) as pool:
+            parts = list(pool.map(lambda w, c: w.run(c, soft_s, on_timeout), self.workers, chunks))
+        return [result for part in parts for result in part]
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.close()

@@ -7,9 +7,10 @@ the child's main thread) stops Python-level slowness cheaply; the parent's hard 
 (kill + restart) covers what a signal cannot interrupt (C-level bignum work, crashes).
 
 Policy beyond math-verify (documented in `rlvr.verifiers.math`): hedges score 0 against a
-single-valued gold — disjunction words/symbols, unpaired `|`, an ellipsis followed by more
-candidates, a set/tuple/interval of several values, and equation chains whose constant sides
-disagree with the gold (`4 = 3` for gold 3; math-verify alone would grade the last side).
+single-valued gold — disjunction words/symbols, unpaired `|`, `\\\\` or `&` outside a matrix, an
+ellipsis followed by more candidates, a set/tuple/interval of several values, and `=`/arrow
+chains whose constant sides disagree with the gold (`4 = 3`, `3 \\to 4`; math-verify alone would
+grade the last side).  Answers with unbalanced braces score 0 (they could escape our wrapper).
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ MAX_EQUATION_SIDES = 6
 
 _DISJUNCTION = re.compile(r"\\lor\b|\\vee\b|\\mid\b|\\land\b|\\wedge\b|\bor\b|\band\b|;")
 _ELLIPSIS_THEN_MORE = re.compile(r"(?:\.\.\.|…|\\[lc]?dots\b)[\s,;]*[^\s,;.}$]")
-_EQUALS = re.compile(r"(?<![<>!:=])=(?!=)")
+# sides of a chain: `=` (not `<=`, `>=`, `!=`, `==`) and arrows (`5 \to 6` reads as "5, no: 6")
+_CHAIN = re.compile(
+    r"(?<![<>!:=])=(?!=)|\\(?:to|mapsto|implies|iff|[lL]ongrightarrow|[rR]ightarrow)(?![a-zA-Z])"
+)
 _PREFIX = re.compile(r"^(?:the\s+)?(?:final\s+)?answer\s*(?:is|:)\s*", re.IGNORECASE)
 
 
@@ -100,11 +104,11 @@ def is_hedge(answer: str, parsed: tuple[Any, ...], gold: tuple[Any, ...]) -> boo
         return False
     if _DISJUNCTION.search(answer) or answer.count("|") % 2 or _ELLIPSIS_THEN_MORE.search(answer):
         return True
-    if "\\\\" in answer and "\\begin" not in answer:
-        return True
+    if ("\\\\" in answer or "&" in answer) and "\\begin" not in answer:
+        return True  # row/column separators outside a matrix: `5 \\\\ 6`, `5 \\& 6`
     if _is_plural(_main_value(parsed)):
         return True
-    sides = _EQUALS.split(answer)
+    sides = _CHAIN.split(answer)
     if len(sides) > MAX_EQUATION_SIDES:
         return True
     for side in sides if len(sides) > 1 else ():
@@ -120,14 +124,32 @@ def check(answer: str, gold: str) -> float | None:
     if not gold_ok(gold):
         return None
     answer = normalize(answer)
+    if not braces_balanced(answer):
+        return 0.0  # `5}{6` would break out of the `\\boxed{…}` we parse it in
     parsed = parse_math(answer)
     if not parsed or is_hedge(answer, parsed, gold_parsed):
         return 0.0
     return 1.0 if _verify(gold_parsed, parsed) else 0.0
 
 
+def braces_balanced(text: str) -> bool:
+    """Whether unescaped `{`/`}` pair up (escaped `\\{`, `\\}` are literal characters)."""
+    depth, i = 0, 0
+    while i < len(text):
+        if text[i] == "\\":
+            i += 2
+            continue
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        if depth < 0:
+            return False
+        i += 1
+    return depth == 0
+
+
 def equivalent(a: str, b: str) -> bool:
     """Whether two extracted answers are the same (for maj@k voting); symmetric by construction."""
+    if not (braces_balanced(a) and braces_balanced(b)):
+        return False
     pa, pb = parse_math(normalize(a)), parse_math(normalize(b))
     return _verify(pa, pb) and _verify(pb, pa)
 

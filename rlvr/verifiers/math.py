@@ -20,28 +20,40 @@ killed too.  Works from any thread; the child starts on first use, not at import
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 
-from rlvr.verifiers._deadline import DeadlineWorker
+from rlvr.verifiers._deadline import WorkerPool
 from rlvr.verifiers.region import extract_answer
 
 DEFAULT_TIMEOUT_S = 3.0
 MAX_ANSWER_CHARS = 1_000
 _GOLD_CACHE_SIZE = 1 << 16
 
-_WORKER = DeadlineWorker("rlvr.verifiers._mathworker")
+
+def _pool_size() -> int:
+    """Parser processes: $RLVR_MATH_WORKERS, else up to 4 (one per core on small machines)."""
+    try:
+        return max(1, int(os.environ["RLVR_MATH_WORKERS"]))
+    except (KeyError, ValueError):
+        return max(1, min(4, os.cpu_count() or 1))
+
+
+_WORKER = WorkerPool("rlvr.verifiers._mathworker", _pool_size())
 _gold_cache: dict[str, bool] = {}
 
 
 def _golds_ok(golds: Sequence[str], timeout_s: float) -> list[bool]:
-    """Whether each gold parses, asking the worker only about golds not seen before."""
-    unseen = sorted({g for g in golds if isinstance(g, str) and g not in _gold_cache})
+    """Whether each gold parses, asking the workers only about golds not seen before."""
+    known = {g: _gold_cache.get(g) for g in golds if isinstance(g, str)}
+    unseen = sorted(g for g, ok in known.items() if ok is None)
     if unseen:
         verdicts = _WORKER.run([["gold", g, None] for g in unseen], timeout_s, on_timeout=False)
+        known.update(zip(unseen, verdicts))
         if len(_gold_cache) + len(unseen) > _GOLD_CACHE_SIZE:
             _gold_cache.clear()
         _gold_cache.update(zip(unseen, verdicts))
-    return [isinstance(g, str) and _gold_cache.get(g, False) for g in golds]
+    return [isinstance(g, str) and bool(known[g]) for g in golds]
 
 
 def verify_math_batch(
@@ -118,5 +130,5 @@ def validate_golds(golds: Iterable[str], *, timeout_s: float = DEFAULT_TIMEOUT_S
 
 
 def shutdown() -> None:
-    """Stop the parsing worker now (it also stops at exit); the next call starts a new one."""
+    """Stop the parsing workers now (they also stop at exit); the next call starts new ones."""
     _WORKER.close()

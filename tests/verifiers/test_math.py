@@ -128,6 +128,17 @@ HEDGES = [
     ("\\boxed{3}\\boxed{4}", "4"),
     # equation list
     ("x=3, x=4", "4"),
+    # an arrow chain: "3, no: 4" (math-verify alone grades the last side)
+    ("3 \\to 4", "4"),
+    ("3 \\Rightarrow 4", "4"),
+    # a column separator outside a matrix (math-verify alone reads 4)
+    ("3 \\& 4", "4"),
+    # brace injection: "3}{4" would become \boxed{3}{4} in the parser's wrapper
+    ("4}{3", "4"),
+    # candidates inside \text
+    ("\\text{3 or 4}", "4"),
+    # a parenthetical alternative
+    ("4 (or 3)", "4"),
 ]
 
 
@@ -141,9 +152,15 @@ def test_hedged_answers_score_zero(answer, gold):
     assert verify_math(f"<think>work</think><answer>{answer}</answer>", gold) == 0.0
 
 
-def test_absolute_value_bars_are_not_a_hedge():
+def test_chains_that_agree_are_not_hedges():
     # paired bars are an absolute value: |-4| = 4
     assert verify_math("<answer>|-4|</answer>", "4") == 1.0
+    # an arrow from a variable: x -> 4
+    assert verify_math("<answer>x \\to 4</answer>", "4") == 1.0
+    # every constant side equals the gold: 2+2 -> 4
+    assert verify_math("<answer>2+2 \\to 4</answer>", "4") == 1.0
+    # a one-element set is not several candidates
+    assert verify_math("<answer>\\{4\\}</answer>", "4") == 1.0
 
 
 REGION_CASES = [
@@ -283,12 +300,14 @@ def test_import_spawns_nothing_and_exit_reaps_the_worker():
     assert _run_python(
         """
         import os, rlvr.verifiers, rlvr.verifiers.math as m
-        print(m._WORKER._proc is None, open(f"/proc/self/task/{os.getpid()}/children").read().strip() == "")
+        print(all(w._proc is None for w in m._WORKER.workers), open(f"/proc/self/task/{os.getpid()}/children").read().strip() == "")
         """
     ).split() == ["True", "True"]
     # after a call and interpreter exit, the worker is gone (dead or a zombie awaiting a reaper)
     pid = int(
-        _run_python("import rlvr.verifiers.math as m; m.verify_math('1', '1'); print(m._WORKER._proc.pid)")
+        _run_python(
+            "import rlvr.verifiers.math as m; m.verify_math('1', '1'); print(m._WORKER.workers[0]._proc.pid)"
+        )
     )
     time.sleep(0.2)
     status = Path(f"/proc/{pid}/status")
