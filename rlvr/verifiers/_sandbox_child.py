@@ -26,10 +26,10 @@ _SETUP = (
 _DENY_EVENTS = frozenset(
     """os.fork os.forkpty os.system os.exec os.posix_spawn os.spawn subprocess.Popen os.kill os.killpg
     signal.pthread_kill sys._current_frames sys._current_exceptions sys.settrace sys.setprofile
-    sys.addaudithook gc.get_objects gc.get_referrers gc.get_referents code.__new__ marshal.loads
-    marshal.load socket.connect socket.bind socket.sendto socket.sendmsg os.chdir _thread.start_new_thread""".split()  # noqa: SIM905
+    sys.addaudithook gc.get_objects gc.get_referrers gc.get_referents code.__new__
+    socket.connect socket.bind socket.sendto socket.sendmsg os.chdir""".split()  # noqa: SIM905
 )
-_DENY_IMPORTS = ("ctypes", "_ctypes", "_posixsubprocess", "_test", "_xx", "_lsprof")
+_DENY_IMPORTS = ("_thread", "ctypes", "_ctypes", "_posixsubprocess", "_test", "_xx", "_lsprof")
 _FRAME_ATTRS = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame"})
 _LIB = os.path.dirname(os.__file__)
 # stdlib modules that call sys._getframe only to read their caller's module name
@@ -144,6 +144,9 @@ def _make_cmp():
         collections.OrderedDict: dict,
         collections.defaultdict: dict,
         collections.deque: "deque",
+        type({}.keys()): "keys",
+        type({}.items()): "keys",
+        type({}.values()): "values",
     }
     kinds = {
         int: "num",
@@ -162,9 +165,10 @@ def _make_cmp():
             return kinds[t], x
         if t in trusted:
             base = trusted[t]
-            return kinds[base], (
-                _list(collections.deque.__iter__(x)) if base == "deque" else _dict(dict.items(x))
-            )
+            if base is dict:
+                return "dict", _dict(dict.items(x))
+            items = _tuple(t.__iter__(x))  # C-level iterators of stdlib types
+            return {"deque": "deque", "keys": "set", "values": "list"}[base], items
         for base, to_exact in conv:
             if _issub(t, base) and _getattr_t(t, "__eq__") is base.__eq__:
                 return kinds[base], to_exact(x)
@@ -257,13 +261,32 @@ class _RewriteCompare(ast.NodeTransformer):
 
 
 def _compile_tests(source: str) -> list:
-    """One code object per top-level statement, paired with whether it is setup or a check."""
+    """(is_setup, line, code) per top-level statement: setup (imports, defs, assignments) or a check."""
     tree = _RewriteCompare().visit(ast.parse(source, "<tests>"))
     out = []
     for stmt in tree.body:
         mod = ast.fix_missing_locations(ast.Module([stmt], []))
-        out.append((isinstance(stmt, _SETUP), compile(mod, "<tests>", "exec", dont_inherit=True, optimize=0)))
+        out.append(
+            (
+                isinstance(stmt, _SETUP),
+                stmt.lineno,
+                compile(mod, "<tests>", "exec", dont_inherit=True, optimize=0),
+            )
+        )
     return out
+
+
+def _disable_threads() -> None:
+    """No audit event guards thread creation, so the entry points are replaced (and a fresh
+    `_thread` import is denied by the hook): one thread means no check-then-use races."""
+    import _thread
+
+    def denied(*args, **kwargs):
+        raise PermissionError("sandbox: threads are not allowed")
+
+    _thread.start_new_thread = _thread.start_new = denied
+    if "threading" in sys.modules:
+        sys.modules["threading"]._start_new_thread = denied
 
 
 def _install_hook(nonce: str, sig_fd: int, workdir: str) -> None:
@@ -287,6 +310,7 @@ def _install_hook(nonce: str, sig_fd: int, workdir: str) -> None:
         os.stat("/proc/self").st_dev,
         PermissionError,
     )
+    bootstrap = "<frozen importlib._bootstrap_external>"
     allowed_dirs, state = (os.path.realpath(workdir) + sep, "/dev/"), {"done": False, "busy": None}
 
     def check_open(path, mode, flags) -> None:
@@ -323,8 +347,10 @@ def _install_hook(nonce: str, sig_fd: int, workdir: str) -> None:
                 raise perm(f"sandbox: importing {args[0]} is not allowed")
             elif event == "object.__getattr__" and args[1] in frame_attrs:
                 raise perm("sandbox: frame introspection is not allowed")
-            elif event == "sys._getframe" and get_frame(2).f_code.co_filename not in getframe_ok:
+            elif event == "sys._getframe" and get_frame(1).f_code.co_filename not in getframe_ok:
                 raise perm("sandbox: sys._getframe is not allowed")
+            elif event in ("marshal.loads", "marshal.load") and get_frame(1).f_code.co_filename != bootstrap:
+                raise perm("sandbox: marshal (crafted code objects) is only for the importer")
             elif event == "open":
                 check_open(*args)
         finally:
@@ -344,6 +370,7 @@ def _run_program(
             return False
     except _base as e:
         _emit(sig_fd, f"EXC program {type(e).__name__}")
+        print(f"{type(e).__name__}: {e}", file=sys.stderr)
         return False
     return True
 
@@ -364,6 +391,7 @@ def main(
     os.chdir(spec["workdir"])
     cmp, chain = _make_cmp()
     builtins_copy = _dict(__import__("builtins").__dict__)
+    builtins_pristine = _dict(builtins_copy)  # the program can mutate its own copy
     try:
         program = compile(spec["program"], "<program>", "exec", dont_inherit=True, optimize=0)
         tests = _compile_tests(spec["tests"]) if spec["mode"] == "tests" else []
@@ -372,23 +400,24 @@ def main(
         os._exit(1)
     ns = {"__name__": "__main__" if spec["mode"] == "io" else "solution", "__builtins__": builtins_copy}
     out, err = sys.stdout, sys.stderr
+    _disable_threads()
     _install_hook(spec.pop("nonce"), sig_fd, spec["workdir"])
     del spec
     _emit(sig_fd, "ISO audit_hook\nARMED")
     if not _run(program, ns, sig_fd):
         os._exit(1)
     tests_ns = _dict(ns)
-    tests_ns.update(
-        __builtins__=_dict(builtins_copy), __rlvr_cmp__=cmp, __rlvr_chain__=chain, __name__="tests"
-    )
+    tests_ns.update(__builtins__=builtins_pristine, __rlvr_cmp__=cmp, __rlvr_chain__=chain, __name__="tests")
     passed = total = setup_failed = 0
-    for is_setup, code in tests:
+    for is_setup, lineno, code in tests:
         total += 0 if is_setup else 1
         try:
             _exec(code, tests_ns)
         except _base as e:
             setup_failed += 1 if is_setup else 0
             _emit(sig_fd, f"EXC {'setup' if is_setup else 'test'} {type(e).__name__}")
+            with contextlib.suppress(_base):
+                print(f"tests line {lineno}: {type(e).__name__}: {e}", file=sys.stderr)
             continue
         passed += 0 if is_setup else 1
     _audit("rlvr.done", passed, total, setup_failed)

@@ -228,7 +228,7 @@ def _parse_signals(raw: _Raw, nonce: str) -> tuple[tuple[int, int, int] | None, 
     """(done counts or None, child-side isolation from before ARMED, exception type names)."""
     armed = raw.sig_lines.index("ARMED") if "ARMED" in raw.sig_lines else len(raw.sig_lines)
     iso = tuple(line[4:] for line in raw.sig_lines[:armed] if line.startswith("ISO "))
-    excs = [line.split()[-1] for line in raw.sig_lines if line.startswith("EXC ")]
+    excs = [line.split()[-1] for line in raw.sig_lines if line.startswith("EXC ") and len(line.split()) == 3]
     for line in raw.sig_lines[armed:]:
         parts = line.split()
         if len(parts) == 5 and parts[0] == "DONE" and secrets.compare_digest(parts[1], nonce):
