@@ -40,8 +40,10 @@ a value of another type only equals one of the identical type, so `AlwaysEqual()
 Known limits: the program and the tests share one interpreter; code that reaches raw memory
 without the audited paths (a C extension; site-packages are excluded by ``-S``) could read the
 nonce.  When both sides of a comparison are instances of the same program-defined class, that
-class's own `__eq__` decides.  A program may patch stdlib classes (e.g. `fractions.Fraction.__eq__`)
-that tests then use.  Threads and subprocesses are unavailable to programs.
+class's own `__eq__` decides.  A program may patch stdlib module functions or classes that the
+tests then call (e.g. `math.isclose`, `fractions.Fraction.__eq__`).  Membership tests (`in`) against
+untrusted container types (e.g. `os.environ`) raise instead of guessing.  Programs get the stdlib
+only (``-S``), no threads, no subprocesses; an I/O program that ends with `os._exit` fails.
 """
 
 from __future__ import annotations
