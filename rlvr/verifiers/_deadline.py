@@ -121,7 +121,10 @@ class DeadlineWorker:
                 return None
             self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
-        return json.loads(line)
+        try:
+            return json.loads(line)
+        except ValueError:
+            return None  # not our protocol: treated like a dead worker (killed, restarted)
 
     def run(self, items: Sequence[Sequence[Any]], soft_s: float, on_timeout: Any) -> list[Any]:
         """Results for `items` (each `[op, a, b]`), `on_timeout` for any item that overran."""
@@ -149,7 +152,7 @@ class DeadlineWorker:
                 self.restarts += 1
                 out.append(on_timeout)
                 break
-            out.append(msg["r"])
+            out.append(msg.get("r", on_timeout) if isinstance(msg, dict) else on_timeout)
         return out
 
 

@@ -186,13 +186,20 @@ def run_item(op: str, a: Any, b: Any, soft_s: float) -> Any:
 
 def main() -> None:
     """Serve requests on stdin until it closes (the parent exited or killed us)."""
+    import os
     import resource
 
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT_BYTES, MEMORY_LIMIT_BYTES))
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    limit = MEMORY_LIMIT_BYTES if hard == resource.RLIM_INFINITY else min(MEMORY_LIMIT_BYTES, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    # The protocol gets a private copy of stdout; fd 1 (and print) go to stderr, so a stray print
+    # in a parser can never corrupt a reply.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     logging.disable(logging.CRITICAL)  # math-verify warns on every failed parse
     signal.signal(signal.SIGALRM, _on_alarm)
     parse_math("1")  # import sympy/antlr now, before we report ready
-    out = sys.stdout.buffer
     out.write(b'{"ready": true}\n')
     out.flush()
     for line in sys.stdin.buffer:

@@ -13,9 +13,13 @@ Our additions, all scoring 0 (see `_mathworker` for the exact rules):
 - Answers longer than `MAX_ANSWER_CHARS` (no real final answer is that long).
 - Anything that overruns the deadline (parser bombs such as `9^{9^{9^{9}}}` or `10000!`).
 
-Model text never reaches `eval`/`sympify` here: it is parsed only by math-verify, in a child
-process (`_deadline.DeadlineWorker`) under a hard wall-clock deadline, so C-level hangs are
-killed too.  Works from any thread; the child starts on first use, not at import.
+Model text never reaches `eval`/`sympify` here: it is parsed only by math-verify, in child
+processes (`_deadline.WorkerPool`, `$RLVR_MATH_WORKERS`, default min(4, cores)) under a hard
+wall-clock deadline per item: the child stops itself with SIGALRM after `timeout_s`, and the
+parent kills (SIGKILL) and restarts it at `timeout_s + 0.5` s, so C-level hangs end too.  Works
+from any thread; children start on first use (not at import) and are killed at exit.  A new
+gold costs one extra (cached) round trip, so a call is bounded by about 2 x (timeout_s + 0.5) s
+plus a worker restart after a kill.
 """
 
 from __future__ import annotations

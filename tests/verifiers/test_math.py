@@ -234,6 +234,15 @@ def test_batch_equals_single_calls():
         verify_math_batch(["a", "b"], ["1"])
 
 
+def test_one_megabyte_completion_is_fast():
+    # 1 MB of reasoning then a correct answer: found and graded quickly (tail clipping, rfind)
+    start = time.perf_counter()
+    assert verify_math("<think>" + "x{(" * 350_000 + "</think><answer>5</answer>", "5") == 1.0
+    # 1 MB of box openers: extraction gives None, nothing is parsed
+    assert verify_math("\\boxed{" * 150_000, "5") == 0.0
+    assert time.perf_counter() - start < 1.0
+
+
 def test_over_long_answer_scores_zero_without_parsing():
     # a 5,000-digit answer exceeds MAX_ANSWER_CHARS (1,000): 0.0 at once
     start = time.perf_counter()
@@ -299,10 +308,12 @@ def test_import_spawns_nothing_and_exit_reaps_the_worker():
     # importing starts no process
     assert _run_python(
         """
-        import os, rlvr.verifiers, rlvr.verifiers.math as m
+        import os, sys, rlvr.verifiers, rlvr.verifiers.math as m
         print(all(w._proc is None for w in m._WORKER.workers), open(f"/proc/self/task/{os.getpid()}/children").read().strip() == "")
+        m.verify_math("<answer>1/2</answer>", "0.5")  # the parent never imports sympy or torch itself
+        print(not {"sympy", "math_verify", "torch"} & set(sys.modules))
         """
-    ).split() == ["True", "True"]
+    ).split() == ["True", "True", "True"]
     # after a call and interpreter exit, the worker is gone (dead or a zombie awaiting a reaper)
     pid = int(
         _run_python(
