@@ -1,0 +1,110 @@
+"""Score a JSONL file of completions against a task (the library function behind `rlvr verify`).
+
+Each row has a "completion" and names its problem either by "example_id" (looked up among the
+task's train and test examples) or inline by "prompt" + "gold" (plus "meta" when the verifier needs
+it, e.g. countdown's numbers and target).  Completions are graded as the model emitted them after
+`task.render`, so the template prefix is prepended (pass `prefix=""` for chat-template
+completions or full texts that already open `<think>`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from rlvr.tasks.base import SPLITS, Task
+from rlvr.tasks.files import DatasetError, read_jsonl
+from rlvr.types import Example, Score
+
+
+def _index(task: Task) -> dict[str, Example]:
+    out: dict[str, Example] = {}
+    for split in SPLITS:
+        try:
+            out.update({ex.id: ex for ex in task.examples(split)})
+        except ValueError:
+            continue  # a file task that holds only the other split
+    return out
+
+
+def _example(loc: str, row: Any, lookup: Callable[[], dict[str, Example]], task: Task) -> Example:
+    if not isinstance(row, dict):
+        raise DatasetError(f"{loc}: expected an object with fields, got {type(row).__name__}")
+    if not isinstance(row.get("completion"), str):
+        raise DatasetError(f"{loc}: field 'completion' is missing or not a string")
+    if "example_id" in row and "gold" not in row:
+        ex = lookup().get(str(row["example_id"]))
+        if ex is None:
+            raise DatasetError(
+                f"{loc}: field 'example_id' value {row['example_id']!r} is not an example of {task.name}"
+            )
+        return ex
+    if not isinstance(row.get("prompt"), str) or not isinstance(row.get("gold"), str):
+        raise DatasetError(f"{loc}: needs 'example_id', or 'prompt' and 'gold' as strings")
+    meta = row.get("meta") or {}
+    if not isinstance(meta, Mapping):
+        raise DatasetError(f"{loc}: field 'meta' must be an object, got {type(meta).__name__}")
+    ex_id = str(row.get("example_id", loc.rsplit(":", 1)[-1]))
+    return Example(id=ex_id, prompt=row["prompt"], gold=row["gold"], meta=dict(meta))
+
+
+def _score(task: Task, ex: Example, completion: str, prefix: str | None) -> Score:
+    if prefix is None:
+        return task.score(ex, completion)
+    return task.score(ex, completion, prefix=prefix)  # type: ignore[call-arg]
+
+
+def _extract(task: Task, completion: str, prefix: str | None) -> str | None:
+    if prefix is None:
+        return task.extract(completion)
+    return task.extract(completion, prefix=prefix)  # type: ignore[call-arg]
+
+
+def verify_file(
+    task: Task, path: str | Path, *, output: str | Path | None = None, prefix: str | None = None
+) -> dict[str, Any]:
+    """Score every row of `path`; summary {"n", "mean_reward", "accuracy", "format_rate"}.
+
+    `output`, when given, receives one JSON row per input row (line, example_id, reward, parts,
+    answer).  A malformed row raises `DatasetError` naming the file, line and field; nothing is
+    written then.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"completions file {path} does not exist")
+    lookup = functools.cache(lambda: _index(task))
+    rows: list[dict[str, Any]] = []
+    for loc, row in read_jsonl(path):
+        if isinstance(row, DatasetError):
+            raise row
+        ex = _example(loc, row, lookup, task)
+        score = _score(task, ex, row["completion"], prefix)
+        answer = _extract(task, row["completion"], prefix)
+        rows.append(
+            {
+                "line": int(loc.rsplit(":", 1)[1]),
+                "example_id": ex.id,
+                "reward": score.total,
+                "parts": dict(score.parts),
+                "answer": answer,
+            }
+        )
+    if output is not None:
+        out = Path(output)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    n = len(rows)
+
+    def mean(values: list[float]) -> float:
+        return math.fsum(values) / n if n else float("nan")
+
+    return {
+        "n": n,
+        "mean_reward": mean([r["reward"] for r in rows]),
+        "accuracy": mean([r["parts"].get("accuracy", 0.0) for r in rows]),
+        "format_rate": mean([r["parts"].get("format", 0.0) for r in rows]),
+    }
