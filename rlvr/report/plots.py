@@ -22,7 +22,7 @@ from rlvr.report.load import Series
 
 Metrics = dict[str, Series]
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
-MAX_POINTS = 1500  # raw points drawn per series; more are thinned by stride (smoothing uses all)
+MAX_POINTS = 800  # raw points drawn per series; more are thinned by stride (smoothing uses all)
 MAX_OTHER = 18  # metrics shown in the "other metrics" panel
 TIME_PARTS = ("time/generate", "time/score", "time/reference", "time/train")
 
@@ -54,7 +54,7 @@ def _thin(steps: list[float], values: list[float]) -> Series:
 
 
 def trace(ax, series: Series, label: str, color: str, noisy: bool = True) -> None:
-    """Raw points + smoothed line for a noisy metric with >= 8 points; otherwise line with markers."""
+    """Raw points + smoothed line for a noisy metric with >= 8 points; otherwise the raw line."""
     steps, values = series
     if noisy and len(values) >= 8:
         xs, ys = _thin(steps, values)
@@ -63,7 +63,8 @@ def trace(ax, series: Series, label: str, color: str, noisy: bool = True) -> Non
         ax.plot(xs, ys, color=color, lw=1.8, label=label)
     else:
         xs, ys = _thin(steps, values)
-        ax.plot(xs, ys, color=color, lw=1.4, marker="o", ms=4, label=label)
+        marker = "o" if len(xs) <= 60 else None  # markers so a single step shows; a line when dense
+        ax.plot(xs, ys, color=color, lw=1.4, marker=marker, ms=4, label=label)
 
 
 def band(ax, low: Series, high: Series, color: str, alpha: float, label: str | None = None) -> None:
@@ -86,7 +87,7 @@ def _style(ax, ylabel: str = "", legend: bool = True, min_legend: int = 2) -> No
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     if legend and len(ax.get_legend_handles_labels()[0]) >= min_legend:
-        ax.legend(fontsize=8, frameon=False)
+        ax.legend(fontsize=8, framealpha=0.85, edgecolor="none")
 
 
 def _traces(
@@ -177,7 +178,8 @@ def _draw_time(fig: Figure, m: Metrics, keys: list[str]) -> None:
     else:
         ax.stackplot(steps, *table.values(), labels=list(table), colors=colors, alpha=0.85)
     _style(ax, "seconds per step", legend=False)
-    fig.legend(fontsize=8, frameon=False, loc="outside upper center", ncols=min(5, len(table)))
+    if table:
+        fig.legend(fontsize=8, frameon=False, loc="outside upper center", ncols=min(5, len(table)))
 
 
 def _draw_advantages(fig: Figure, m: Metrics, keys: list[str]) -> None:

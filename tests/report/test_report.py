@@ -194,3 +194,21 @@ def test_fixture_screenshot_not_blank(tmp_path):
     assert ImageStat.Stat(image).stddev[0] > 15  # text, plots and cards, not one flat colour
     dark = sum(image.histogram()[:100]) / (1200 * 3000)
     assert dark > 0.005  # headings and plot lines are drawn
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [{"step": 1, "time/step": 0.0}, {"step": 2, "time/step": 0.0}],  # nothing to stack
+        [{"step": 1, "time/train": 1.0, "time/step": 0.5}],  # phases exceed the step total
+        [{"step": 1, "length/min": 3}, {"step": 2, "length/max": 9}],  # band halves never overlap
+        [{"step": 1, "adv/min": -1.0}, {"step": 2, "adv/std": 1.0}],
+        [{"step": 1, "grad_norm": 0.0}, {"step": 2, "grad_norm": 1e5, "skipped": 1}],
+        [{"step": 10, "eval/pass@1": 0.5}],
+        [{"step": -1, "kl": 1e300}, {"step": 1.5, "kl": -1e300}],
+    ],
+)
+def test_partial_metric_families_render_without_warnings(tmp_path, rows, recwarn):
+    html = render_report(_run(tmp_path, rows))
+    assert html.count("<svg") == 1
+    assert not [w for w in recwarn if "legend" in str(w.message)]
