@@ -1,0 +1,12 @@
+"""The trainer (layer L5): logprob forward, batching, the RL and SFT loops, optimizers, checkpoints.
+
+from rlvr.trainer import train_rl, train_sft
+result = train_rl(load_config("examples/tiny_grpo.toml"))
+"""
+
+from __future__ import annotations
+
+from rlvr.trainer.rl import train_rl
+from rlvr.trainer.run import Callback, CallbackContext, RunResult
+
+__all__ = ["Callback", "CallbackContext", "RunResult", "train_rl"]

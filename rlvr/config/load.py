@@ -1,0 +1,124 @@
+"""TOML loading, `section.key=value` overrides, and errors that name the key.
+
+Override values are parsed as TOML values (`optim.lr=3e-4`, `rollout.engine="fake"`,
+`optim.betas=[0.9, 0.95]`); a bare word that is not valid TOML is taken as a string
+(`run.out_dir=runs/x`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import tempfile
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from rlvr.config.runs import Config, RLConfig, SFTConfig
+
+KINDS: dict[str, type[BaseModel]] = {"rl": RLConfig, "sft": SFTConfig}
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the key(s) and the fix."""
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of `data` with each "section.key=value" override set (nested dicts created)."""
+    out = json.loads(json.dumps(data))
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"override {item!r} must look like section.key=value (e.g. optim.lr=3e-4)")
+        *parents, leaf = key.split(".")
+        node = out
+        for i, part in enumerate(parents):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(
+                    f"override {item!r}: {'.'.join(parents[: i + 1])} is a value, not a section"
+                )
+        node[leaf] = _parse_value(value.strip())
+    return out
+
+
+def _fields_at(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
+    """Field names valid at the parent location of `loc` (for did-you-mean)."""
+    current: Any = model
+    for part in loc[:-1]:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if current is None:
+            return []
+    return list(getattr(current, "model_fields", {}))
+
+
+def _describe(model: type[BaseModel], err: Mapping[str, Any]) -> str:
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join(loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        known = _fields_at(model, loc)
+        close = difflib.get_close_matches(loc[-1], known, n=1)
+        hint = f"; did you mean {'.'.join([*loc[:-1], close[0]])!r}?" if close else ""
+        return f"unknown config key {key!r}{hint} (valid keys here: {', '.join(sorted(known))})"
+    if err["type"] == "missing":
+        return f"missing config key {key!r}: add it to the file or pass --set {key}=..."
+    if err["type"] == "value_error" and not loc:
+        return str(err["ctx"]["error"]) if "ctx" in err else err["msg"]
+    return f"config key {key!r}: {err['msg']} (got {err.get('input')!r})"
+
+
+def parse_config(data: Mapping[str, Any], *, kind: str | None = None, source: str = "config") -> Config:
+    """Validate a plain dict; `kind` ("rl" / "sft") is the default when the data has no `kind` key."""
+    kind = str(data.get("kind", kind or "rl"))
+    if kind not in KINDS:
+        raise ConfigError(f"{source}: kind = {kind!r} is unknown; use one of {sorted(KINDS)}")
+    model = KINDS[kind]
+    try:
+        return model.model_validate({**data, "kind": kind})  # type: ignore[return-value]
+    except ValidationError as exc:
+        lines = [_describe(model, e) for e in exc.errors()]
+        raise ConfigError(f"{source}: " + "\n  ".join(lines)) from None
+
+
+def load_config(
+    path: str | os.PathLike[str], overrides: Sequence[str] = (), *, kind: str | None = None
+) -> Config:
+    """Read a TOML config, apply `--set` overrides, validate.  Raises ConfigError (a ValueError)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {str(path)!r} not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    return parse_config(apply_overrides(data, overrides), kind=kind, source=str(path))
+
+
+def save_config(config: Config, run_dir: str | os.PathLike[str]) -> Path:
+    """Write the resolved config (every default filled in) to run_dir/config.json, atomically."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    target = run_dir / "config.json"
+    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".config.", suffix=".json")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(config.model_dump(mode="json"), fh, indent=2, sort_keys=False)
+        fh.write("\n")
+    os.replace(tmp, target)
+    return target

@@ -1,0 +1,85 @@
+"""Per-token log-probabilities of completion tokens, without materialising [B, T, V] logits.
+
+The decoder body runs once over `input_ids [B, P + C]`; only the C hidden states that predict
+completion tokens are projected through the LM head, chunk by chunk, by
+`rlvr.algorithms.logprobs.logprobs_and_entropy_from_hidden` (fp32 log-softmax per chunk).  With
+`autocast`, matmuls run in bf16 while weights (and so the optimizer's master copy) stay fp32: the
+"bf16 autocast with fp32 master weights" recipe.  Entropy comes from the same pass for free and is
+returned detached (a metric, not a loss term).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from rlvr.algorithms.logprobs import logprobs_and_entropy_from_hidden
+from rlvr.trainer.batching import MicroBatch
+
+
+@contextlib.contextmanager
+def maybe_autocast(enabled: bool, device_type: str = "cpu") -> Iterator[None]:
+    """bf16 autocast on `device_type` when enabled (a no-op otherwise)."""
+    if enabled:
+        with torch.autocast(device_type=device_type, dtype=torch.bfloat16):
+            yield
+    else:
+        yield
+
+
+def decoder_and_head(model: nn.Module) -> tuple[nn.Module, Tensor]:
+    """The transformer body (returns hidden states) and the LM-head weight [V, H] of a causal LM."""
+    body = getattr(model, getattr(model, "base_model_prefix", "model"), None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if body is None or head is None or getattr(head, "bias", None) is not None:
+        raise TypeError(
+            f"{type(model).__name__}: expected a causal LM with a `{getattr(model, 'base_model_prefix', 'model')}` "
+            "body and a bias-free output embedding (Llama/Qwen/Mistral-style)"
+        )
+    return body, head.weight
+
+
+def completion_logprobs(
+    model: nn.Module,
+    batch: MicroBatch,
+    *,
+    temperature: float = 1.0,
+    autocast: bool = True,
+    chunk_size: int = 1024,
+) -> tuple[Tensor, Tensor]:  # logprobs [B, C] (fp32, differentiable), entropy [B, C] (detached)
+    """log pi(completion token | prefix) at `temperature` for every completion slot of `batch`.
+
+    Values at padded slots are finite but meaningless: callers must apply `batch.loss_mask`.
+    """
+    body, weight = decoder_and_head(model)
+    device = weight.device
+    P, C = batch.prompt_len, batch.targets.shape[1]
+    with maybe_autocast(autocast, device.type):
+        hidden = body(
+            input_ids=batch.input_ids.to(device),
+            attention_mask=batch.attention_mask.to(device),
+            position_ids=batch.position_ids.to(device),
+            use_cache=False,
+        ).last_hidden_state  # [B, P + C, H]
+    hidden = hidden[:, P - 1 : P - 1 + C]  # the states that predict the completion tokens
+    w = weight.to(hidden.dtype)  # bf16 copy under autocast (gradient flows to the fp32 weight)
+    logprobs, entropy = logprobs_and_entropy_from_hidden(
+        hidden, w, batch.targets.to(device), chunk_size=chunk_size, temperature=temperature
+    )
+    return logprobs.float(), entropy.detach().float()
+
+
+@torch.no_grad()
+def completion_logprobs_no_grad(
+    model: nn.Module, batch: MicroBatch, *, temperature: float = 1.0, autocast: bool = True
+) -> Tensor:  # [B, C]
+    """`completion_logprobs` without a graph (old-policy and reference passes)."""
+    return completion_logprobs(model, batch, temperature=temperature, autocast=autocast)[0]
+
+
+def masked_mean(x: Tensor, mask: Tensor) -> float:  # [B, C], [B, C] -> float
+    m = mask.to(x.dtype)
+    return float((x * m).sum() / m.sum().clamp_min(1.0))

@@ -1,0 +1,97 @@
+"""Optimizers and learning-rate schedules.
+
+`build_optimizer` returns AdamW over every trainable parameter, or (name = "muon") torch.optim.Muon
+(Jordan et al. 2024, "Muon: an optimizer for hidden layers") over the hidden 2-D weight matrices
+with AdamW for embeddings, the LM head, norms and biases, as Muon's authors prescribe.  Muon runs
+with `adjust_lr_fn="match_rms_adamw"` (Liu et al. 2025, "Muon is Scalable for LLM Training") so one
+learning rate serves both.  The schedule is a pure function of the optimizer step (`lr_factor`),
+applied to every group's `base_lr` before each step, so resuming needs only the step number.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from rlvr.config import OptimConfig
+
+
+class Optimizers:
+    """One or two torch optimizers stepped together (AdamW, or Muon + AdamW)."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        self.optimizers = optimizers
+        for group in self.param_groups():
+            group.setdefault("base_lr", group["lr"])
+
+    def param_groups(self) -> Iterator[dict[str, Any]]:
+        for opt in self.optimizers:
+            yield from opt.param_groups
+
+    def set_lr(self, factor: float) -> float:
+        for group in self.param_groups():
+            group["lr"] = group["base_lr"] * factor
+        return next(self.param_groups())["lr"]
+
+    def step(self) -> None:
+        for opt in self.optimizers:
+            opt.step()
+
+    def zero_grad(self) -> None:
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+
+    def state_dict(self) -> list[dict[str, Any]]:
+        return [opt.state_dict() for opt in self.optimizers]
+
+    def load_state_dict(self, states: list[dict[str, Any]]) -> None:
+        if len(states) != len(self.optimizers):
+            raise ValueError(
+                f"checkpoint has {len(states)} optimizer states but this run builds {len(self.optimizers)}: "
+                "was optim.name changed since the checkpoint was written?"
+            )
+        for opt, state in zip(self.optimizers, states):
+            opt.load_state_dict(state)
+
+
+def _is_muon_param(name: str, p: torch.Tensor, model: nn.Module) -> bool:
+    excluded = {
+        id(m.weight) for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None
+    }
+    return p.ndim == 2 and id(p) not in excluded
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> Optimizers:
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    adamw_kw = dict(lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if cfg.name == "adamw":
+        return Optimizers([torch.optim.AdamW([p for _, p in params], **adamw_kw)])
+    matrices = [p for n, p in params if _is_muon_param(n, p, model)]
+    matrix_ids = {id(p) for p in matrices}
+    rest = [p for _, p in params if id(p) not in matrix_ids]
+    muon = torch.optim.Muon(
+        matrices, lr=cfg.lr, weight_decay=cfg.weight_decay, adjust_lr_fn="match_rms_adamw"
+    )
+    return Optimizers([muon, torch.optim.AdamW(rest, **adamw_kw)] if rest else [muon])
+
+
+def lr_factor(step: int, cfg: OptimConfig, total_steps: int) -> float:
+    """Multiplier of the base learning rate for optimizer step `step` (0-based).
+
+    Linear warmup over `warmup_steps` (from 1/(warmup+1) up to 1), then: constant; cosine decay to
+    `min_lr_ratio` at `total_steps`; or step decay by `decay_gamma` every `decay_every` steps.
+    """
+    if step < cfg.warmup_steps:
+        return (step + 1) / (cfg.warmup_steps + 1)
+    after = step - cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule == "step":
+        return cfg.decay_gamma ** (after // cfg.decay_every)
+    span = max(total_steps - cfg.warmup_steps, 1)
+    progress = min(after / span, 1.0)
+    return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -1,0 +1,135 @@
+"""What every training loop shares: the result record, callbacks, timers, seeds, signals, run dirs."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import signal
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from rlvr.trainer.checkpoint import latest_checkpoint
+
+Status = Literal["completed", "interrupted", "diverged"]
+
+
+@dataclass(slots=True)
+class RunResult:
+    """How a run ended: `status` is "completed", "interrupted" (SIGTERM/SIGINT, checkpointed) or
+    "diverged" (too many non-finite updates in a row; the last good checkpoint is intact)."""
+
+    run_dir: Path
+    step: int
+    status: Status = "completed"
+    checkpoint: Path | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)  # the last logged row
+
+
+@dataclass(slots=True)
+class CallbackContext:
+    """What an evaluation callback sees; it returns metrics (logged as "eval/<name>") or None."""
+
+    step: int
+    run_dir: Path
+    model: Any
+    tokenizer: Any
+    engine: Any
+    task: Any
+    final: bool
+
+
+Callback = Callable[[CallbackContext], Mapping[str, float] | None]
+
+
+def run_callbacks(callbacks: tuple[Callback, ...] | list[Callback], ctx: CallbackContext) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for cb in callbacks:
+        for k, v in (cb(ctx) or {}).items():
+            out[k if k.startswith("eval/") else f"eval/{k}"] = v
+    return out
+
+
+class Timer:
+    """Accumulates wall time per phase: `with timer("generate"): ...`; `timer.metrics()` -> time/<phase>."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = defaultdict(float)
+        self.t0 = time.perf_counter()
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.totals[phase] += time.perf_counter() - t
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.totals[phase] += seconds
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            **{f"time/{k}": v for k, v in self.totals.items()},
+            "time/step": time.perf_counter() - self.t0,
+        }
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def step_seed(seed: int, step: int, attempt: int = 0) -> int:
+    """The sampling seed of one generation call: a pure function of (run seed, step, attempt)."""
+    return (seed * 1_000_003 + step * 1_009 + attempt) % 2**31
+
+
+def prepare_run_dir(out_dir: str, resume: bool) -> tuple[Path, Path | None]:
+    """(run_dir, checkpoint to resume from).  Refuses to overwrite a run's checkpoints without --resume."""
+    run_dir = Path(out_dir)
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is not None and not resume:
+        raise FileExistsError(
+            f"{run_dir} already holds checkpoints (latest {ckpt.name}): pass --resume to continue that run, "
+            "or set run.out_dir to a new directory"
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir, ckpt
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT: the loop finishes the current step, checkpoints, and returns."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+
+    def __bool__(self) -> bool:
+        return self.signal is not None
+
+    def handler(self, signum: int, frame: Any) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        self.signal = signal.Signals(signum).name
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[StopFlag]:
+    flag = StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag  # signal handlers can only be installed from the main thread
+        return
+    previous = {s: signal.signal(s, flag.handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield flag
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
