@@ -80,6 +80,7 @@ TEMPLATES: dict[str, Template] = {
 }
 DEFAULT_WEIGHTS: Mapping[str, float] = {"accuracy": 1.0, "format": 0.2}
 SPLITS = ("train", "test")
+MAX_MISSES = 5_000
 
 
 def resolve_template(template: str | Template) -> Template:
@@ -206,13 +207,13 @@ class ProceduralTask(VerifiedTask):
     def _generate(self, split: str) -> list[Example]:
         rng = random.Random(f"{self.name}|{self.seed}|{split}")
         want, seen, out = self.counts[split], set(), []
-        budget = 200 * want + 10_000
-        for _ in range(budget):
-            if len(out) >= want:
-                break
+        misses = 0  # draws in a row that gave nothing new: the problem space is (nearly) used up
+        while len(out) < want and misses < MAX_MISSES:
             key, ex = self.sample(rng)
             if key in seen or split_of(f"{self.name}|{key}", self.test_fraction) != split:
+                misses += 1
                 continue
+            misses = 0
             seen.add(key)
             out.append(Example(id=key_id(self.name, key), prompt=ex.prompt, gold=ex.gold, meta=ex.meta))
         if len(out) < want:

@@ -49,7 +49,7 @@ def read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
                 continue
             loc = f"{path}:{lineno}"
             try:
-                yield loc, json.loads(line)
+                yield loc, json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as err:
                 yield (
                     loc,
