@@ -164,7 +164,7 @@ class CountdownTask(ProceduralTask):
                 victim = rng.choice(inner)
                 op = rng.choice([o for o in "+-*/" if o != victim.op])
                 value = apply(op, victim.left.value, victim.right.value)
-                if value is None or value < 0:
+                if value is None or value <= 0 or value.denominator != 1:
                     continue
                 swapped = Node(value, op, victim.left, victim.right)
             else:
