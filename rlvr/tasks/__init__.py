@@ -86,7 +86,10 @@ def make_task(name: str, **kwargs: Any) -> Task:
         bad = sorted(set(kwargs) - accepted)
         if bad:
             raise ValueError(f"task {name!r} does not accept {bad}: valid options are {sorted(accepted)}")
-    task = factory(**kwargs)
+    try:
+        task = factory(**kwargs)
+    except TypeError as err:  # e.g. a required option left out: make_task("file") without path=
+        raise ValueError(f"cannot build task {name!r}: {err}") from err
     if not isinstance(task, Task):
         raise ValueError(
             f"{name!r} built a {type(task).__name__}, which does not implement the Task protocol"

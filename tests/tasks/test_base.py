@@ -95,6 +95,10 @@ def test_registry_builds_every_task_and_checks_kwargs():
         ValueError, match=r"task 'arithmetic' does not accept \['digitz'\]: valid options are \[.*'digits'"
     ):
         make_task("arithmetic", digitz=3)
+    with pytest.raises(
+        ValueError, match=r"cannot build task 'file': .*missing 1 required positional argument: 'path'"
+    ):
+        make_task("file")
     # inherited knobs (seed, template, weights) count as valid
     with pytest.raises(
         ValueError,
