@@ -95,6 +95,7 @@ def evaluate(
     seed: int = 0,
     batch_size: int = 32,
     n_boot: int = 1000,
+    model_id: str | None = None,
 ) -> EvalResult:
     """Sample `n` completions per example (only those missing from the cache), score, and report.
 
@@ -114,7 +115,7 @@ def evaluate(
     metrics, per_example, notes = _metrics(task, groups, n, ks, seed, n_boot)
     config = {
         "task": task.name,
-        "model_fingerprint": engine.fingerprint(),
+        "model_fingerprint": model_id,
         "n_examples": len(examples),
         "n": n,
         "ks": list(ks),
@@ -350,6 +351,7 @@ def run_eval(
         examples = examples[:limit]
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_model_and_tokenizer(model_dir, device=device)
+    model_id = weights_fingerprint(model)  # before the engine casts its copy
     engine = HFEngine(model, tokenizer)
     stop = () if tokenizer.eos_token_id is None else (int(tokenizer.eos_token_id),)
     params = SamplingParams(
@@ -357,9 +359,26 @@ def run_eval(
     )
     result = evaluate(
         engine, tokenizer, task, examples, n=n, ks=ks, params=params, cache_path=cache_path,
-        chat_template=chat_template, seed=seed, batch_size=batch_size,
+        chat_template=chat_template, seed=seed, batch_size=batch_size, model_id=model_id,
     )  # fmt: skip
     result.config.update({"model_dir": str(model_dir), "split": split, "limit": limit, "greedy": greedy})
     if out_path is not None:
         result.save(out_path)
     return result
+
+
+def weights_fingerprint(model: Any) -> str:
+    """Hash of a torch model's config and per-parameter checksums (float64 sums): one pass over the weights.
+
+    Distinguishes checkpoints of one architecture (an engine's own fingerprint may only count weight
+    reloads); a changed device or dtype may change it, which only costs a cache miss.
+    """
+    import torch
+
+    h = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode())
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            h.update(name.encode())
+            h.update(np.float64(p.detach().double().sum().item()).tobytes())
+            h.update(np.float64(p.detach().double().abs().sum().item()).tobytes())
+    return h.hexdigest()[:16]
