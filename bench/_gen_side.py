@@ -1,0 +1,126 @@
+"""Generation throughput: `python bench/_gen_side.py SPEC.json OUT.json`.
+
+The same batch as one GRPO step (prompts_per_step prompts x group_size samples, new_tokens fixed
+length, temperature 1) through HF `generate` in fp32 and under bf16 autocast, through rlvr's
+`HFEngine`, and through vLLM when it is installed.  Tokens/s counts generated tokens only; the
+median over `spec.steps` timed runs after one warm-up run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path[:0] = [
+    str(Path(__file__).resolve().parent),
+    str(Path(__file__).resolve().parents[1]),
+]  # bench/, repo
+from _common import Spec, cuda_sync, median, write_result  # noqa: E402
+
+
+def _timed(fn: Callable[[], int], reps: int, sync: Callable[[], None] | None) -> dict[str, Any]:
+    """Run `fn` (returns tokens generated) once to warm up, then `reps` times; median tokens/s."""
+    fn()
+    rates, counts = [], []
+    for _ in range(reps):
+        (sync or (lambda: None))()
+        t0 = time.perf_counter()
+        n = fn()
+        (sync or (lambda: None))()
+        rates.append(n / (time.perf_counter() - t0))
+        counts.append(n)
+    return {"tokens_per_s": median(rates), "tokens": counts[-1]}
+
+
+def hf_generate(spec: Spec, model: Any, tok: Any, autocast: bool) -> Callable[[], int]:
+    import torch
+
+    prompts = [p for p in spec.step_prompts(0) for _ in range(spec.group_size)]  # TRL's layout: repeated rows
+    enc = tok(prompts, return_tensors="pt", padding=True).to(spec.device)
+    T = spec.new_tokens
+
+    def run() -> int:
+        ctx = (
+            torch.autocast(model.device.type, dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+        )
+        with torch.inference_mode(), ctx:
+            out = model.generate(
+                **enc, do_sample=True, max_new_tokens=T, min_new_tokens=T, top_k=0, top_p=1.0
+            )
+        return (out.shape[1] - enc["input_ids"].shape[1]) * out.shape[0]
+
+    return run
+
+
+def rlvr_engine(spec: Spec, model: Any, tok: Any) -> Callable[[], int]:
+    from rlvr.rollout.base import SamplingParams
+    from rlvr.rollout.hf import HFEngine
+
+    engine = HFEngine(model, tok)
+    prompts = [tok(p)["input_ids"] for p in spec.step_prompts(0)]
+    params = SamplingParams(n=spec.group_size, max_new_tokens=spec.new_tokens, min_new_tokens=spec.new_tokens)
+
+    def run() -> int:
+        groups = engine.generate(prompts, params)
+        return sum(len(c.token_ids) for g in groups for c in g)
+
+    return run
+
+
+def vllm_generate(spec: Spec) -> Callable[[], int] | None:
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        return None
+    from vllm import LLM
+    from vllm import SamplingParams as VParams
+
+    llm = LLM(model=spec.model_dir, dtype="bfloat16", seed=spec.seed)
+    T = spec.new_tokens
+    params = VParams(n=spec.group_size, max_tokens=T, min_tokens=T, temperature=1.0, ignore_eos=True)
+
+    def run() -> int:
+        outs = llm.generate(spec.step_prompts(0), params, use_tqdm=False)
+        return sum(len(c.token_ids) for o in outs for c in o.outputs)
+
+    return run
+
+
+def run(spec: Spec, which: list[str]) -> dict[str, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(spec.model_dir)
+    model = AutoModelForCausalLM.from_pretrained(spec.model_dir, dtype="float32").to(spec.device).eval()
+    sync, reps = cuda_sync(spec.device), max(1, spec.steps)
+    makers: dict[str, Callable[[], Callable[[], int] | None]] = {
+        "hf_fp32": lambda: hf_generate(spec, model, tok, autocast=False),
+        "hf_bf16": lambda: hf_generate(spec, model, tok, autocast=True),
+        "rlvr": lambda: rlvr_engine(spec, model, tok),
+        "vllm": lambda: vllm_generate(spec),
+    }
+    out: dict[str, Any] = {"side": "generate"}
+    for name in which:
+        try:
+            fn = makers[name]()
+            out[name] = _timed(fn, reps, sync) if fn is not None else {"skipped": f"{name} is not installed"}
+        except Exception as e:  # one failing backend must not hide the others' figures
+            out[name] = {"skipped": f"{type(e).__name__}: {e}"}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("spec")
+    parser.add_argument("out")
+    parser.add_argument("--which", default="hf_fp32,hf_bf16,rlvr,vllm")
+    args = parser.parse_args()
+    write_result(args.out, run(Spec.load(args.spec), args.which.split(",")))
+
+
+if __name__ == "__main__":
+    main()
