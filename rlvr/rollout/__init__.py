@@ -1,0 +1,9 @@
+"""Rollout (layer L3): the `Engine` protocol and its HF / fake implementations, and `collect`.
+
+Import concrete engines from their modules (`rlvr.rollout.hf.HFEngine`, `rlvr.rollout.fake.FakeEngine`)
+so that torch-light users of `collect` do not pay for transformers.
+"""
+
+from rlvr.rollout.base import Engine, GenerationRequest, SamplingParams, decode_completion
+
+__all__ = ["Engine", "GenerationRequest", "SamplingParams", "decode_completion"]

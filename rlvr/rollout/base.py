@@ -66,10 +66,21 @@ class Engine(Protocol):
     `fingerprint` identifies the weights for caches (changes when weights change).
     """
 
-    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[Completion]]: ...
+    def generate(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams
+    ) -> list[list[Completion]]: ...
 
-    def score(self, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]]) -> list[list[float]]: ...
+    def score(
+        self, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]]
+    ) -> list[list[float]]: ...
 
     def load_weights(self, state_dict: Mapping[str, Any]) -> None: ...
 
     def fingerprint(self) -> str: ...
+
+
+def decode_completion(tokenizer: Any, token_ids: Sequence[int]) -> str:
+    """Completion text: special tokens kept (so `<think>`/`<answer>` tags survive even where a
+    tokenizer marks them special), only eos and padding dropped."""
+    drop = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
+    return tokenizer.decode([t for t in token_ids if t not in drop], skip_special_tokens=False)

@@ -1,0 +1,95 @@
+"""Rollout throughput: rlvr's HFEngine vs `model.generate` on the same model and batch (issue 7).
+
+Default setting: the "33m" tiny Llama, 4 prompts x 8 samples x 128 new tokens at fixed length
+(min_new_tokens = max_new_tokens), temperature 1.  Every variant runs `--repeats` times,
+interleaved, and the best time is reported (the machine is shared; best-of filters noise).
+
+    python bench/rollout_bench.py [--preset 33m] [--repeats 3] [--compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+
+from rlvr.models.tiny import build_model, build_tokenizer
+from rlvr.rollout.base import SamplingParams
+from rlvr.rollout.hf import HFEngine
+
+PROMPTS = ["What is 12 + 30? ", "Compute 7 × 8. <think>", "Reverse the word 'banana'. ", "1, 2, 3, 5, 8, "]
+
+
+def hf_generate(model, enc, n: int, new: int, bf16: bool) -> Callable[[], int]:
+    def run() -> int:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model.generate(
+                **enc,
+                do_sample=True,
+                num_return_sequences=n,
+                max_new_tokens=new,
+                min_new_tokens=new,
+                pad_token_id=0,
+            )
+        return (out.shape[1] - enc["input_ids"].shape[1]) * out.shape[0]
+
+    return run
+
+
+def engine_generate(engine: HFEngine, prompts, params: SamplingParams) -> Callable[[], int]:
+    def run() -> int:
+        return sum(len(c.token_ids) for g in engine.generate(prompts, params) for c in g)
+
+    return run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="33m")
+    ap.add_argument("--n", type=int, default=8)
+    ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--skip-fp32", action="store_true", help="skip the slow fp32 variants")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    tok = build_tokenizer()
+    model = build_model(args.preset, tok, seed=0)
+    prompts = [tok(p)["input_ids"] for p in PROMPTS]
+    enc = tok.pad({"input_ids": prompts}, return_tensors="pt")
+    params = SamplingParams(n=args.n, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, seed=0)
+    variants: dict[str, Callable[[], int]] = {
+        "hf_generate_bf16_autocast": hf_generate(model, enc, args.n, args.new_tokens, True),
+        "rlvr_engine_bf16_copy": engine_generate(HFEngine(model, tok, dtype=torch.bfloat16), prompts, params),
+        "rlvr_engine_hf_backend_bf16": engine_generate(
+            HFEngine(model, tok, dtype=torch.bfloat16, backend="hf"), prompts, params
+        ),
+    }
+    if not args.skip_fp32:
+        variants["hf_generate_fp32"] = hf_generate(model, enc, args.n, args.new_tokens, False)
+        variants["rlvr_engine_fp32_shared"] = engine_generate(
+            HFEngine(model, tok, share_weights=True, dtype=None), prompts, params
+        )
+        variants["rlvr_engine_shared_bf16_autocast"] = engine_generate(
+            HFEngine(model, tok, share_weights=True, dtype=torch.bfloat16), prompts, params
+        )
+    best: dict[str, float] = {}
+    for rep in range(args.repeats):
+        for name, run in variants.items():
+            t0 = time.perf_counter()
+            n_tok = run()
+            rate = n_tok / (time.perf_counter() - t0)
+            best[name] = max(best.get(name, 0.0), rate)
+            print(f"rep {rep} {name:34s} {rate:8.0f} tok/s", flush=True)
+    base = best["hf_generate_bf16_autocast"]
+    print(
+        f"\nthreads={torch.get_num_threads()} preset={args.preset} batch={len(prompts)}x{args.n}x{args.new_tokens}"
+    )
+    for name, rate in best.items():
+        print(f"{name:34s} {rate:8.0f} tok/s  ({rate / base:.2f}x hf_generate bf16)")
+    print(f"speedup_vs_hf_generate_bf16={best['rlvr_engine_bf16_copy'] / base:.2f}")
+
+
+if __name__ == "__main__":
+    main()
