@@ -26,7 +26,8 @@ from rlvr.evaluation.ratings import (
     leaderboard,
     online_elo,
 )
-from rlvr.evaluation.runner import EvalResult, evaluate, make_eval_callback, run_eval
+from rlvr.evaluation.result import EvalResult
+from rlvr.evaluation.runner import evaluate, make_eval_callback, run_eval
 from rlvr.evaluation.voting import cluster_answers, maj_at_k
 
 __all__ = [

@@ -7,78 +7,22 @@ calls (loads the model from a directory); `make_eval_callback` is the trainer's 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
-import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from rlvr.evaluation.cache import CacheKey, GenerationCache, params_hash
 from rlvr.evaluation.metrics import MetricValue, insufficient_samples, metric_value, pass_at_k
+from rlvr.evaluation.result import EvalResult
 from rlvr.evaluation.voting import maj_at_k
 from rlvr.rollout.base import Engine, SamplingParams
 from rlvr.tasks.base import Task
-from rlvr.types import Completion, Example, Group
-
-
-@dataclass
-class EvalResult:
-    """Corpus metrics (`metrics["pass@1"]` ...), one row per example, the settings, and notes.
-
-    `groups` holds the scored samples (for best-of-N reranking); it is not written to JSON.
-    """
-
-    metrics: dict[str, MetricValue]
-    per_example: list[dict[str, Any]]
-    config: dict[str, Any]
-    notes: list[str] = field(default_factory=list)
-    groups: list[Group] = field(default_factory=list, repr=False)
-
-    def flat(self, prefix: str = "eval/") -> dict[str, float]:
-        """{"eval/pass@1": value, ...}: the point estimates, for metrics.jsonl."""
-        return {f"{prefix}{name}": mv.value for name, mv in self.metrics.items()}
-
-    def to_json(self) -> str:
-        payload = {
-            "config": self.config,
-            "metrics": {name: mv.to_dict() for name, mv in self.metrics.items()},
-            "notes": self.notes,
-            "per_example": self.per_example,
-        }
-        return json.dumps(payload, indent=2, sort_keys=False)
-
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write `to_json()` atomically (temp file in the same folder, then os.replace)."""
-        out = Path(path)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(self.to_json() + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, out)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return out
-
-    def table(self) -> str:
-        """A printable table: metric, value, ± standard error, 95% bootstrap interval."""
-        head = f"{self.config.get('task', '?')}: {self.config.get('n_examples', '?')} problems, n={self.config.get('n')}"
-        rows = [("metric", "value", "± s.e.", "95% CI")]
-        for name, mv in self.metrics.items():
-            ci = "-" if np.isnan(mv.ci_low) else f"[{mv.ci_low:.4f}, {mv.ci_high:.4f}]"
-            se = "-" if np.isnan(mv.stderr) else f"{mv.stderr:.4f}"
-            rows.append((name, f"{mv.value:.4f}", se, ci))
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
-        lines = [head] + ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
-        lines.insert(2, "  ".join("-" * w for w in widths))
-        return "\n".join(lines + [f"note: {note}" for note in self.notes])
+from rlvr.types import Completion, Example, Group, Score
 
 
 def evaluate(
@@ -106,6 +50,7 @@ def evaluate(
     example id and first sample index of its batch, so a resumed run issues the same calls.
     """
     _check_args(examples, n, ks, batch_size)
+    task = _grading_view(task) if chat_template else task
     cache = GenerationCache(cache_path)
     keys = _keys(
         engine.fingerprint(), task, examples, n, params_hash(params, chat_template=chat_template, seed=seed)
@@ -139,6 +84,32 @@ def _check_args(examples: Sequence[Example], n: int, ks: Sequence[int], batch_si
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise ValueError(f"evaluate: example id {dup!r} appears twice; cache keys need unique example ids")
+
+
+def _grading_view(task: Task) -> Task:
+    """The task as it must grade chat-template completions: no template prefix prepended.
+
+    A plain-text template may end the prompt inside the R1 layout (e.g. after "<think>"), and the
+    task then prepends that prefix when grading; a chat prompt ends outside any tag, so tasks whose
+    `score` / `extract` take a `prefix` keyword get prefix="" (see rlvr.tasks.base).
+    """
+    if "prefix" not in inspect.signature(task.score).parameters:
+        return task
+    return _NoPrefix(task)
+
+
+class _NoPrefix:
+    def __init__(self, task: Any) -> None:
+        self._task, self.name = task, task.name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self._task, attr)
+
+    def score(self, example: Example, completion: str) -> Score:
+        return self._task.score(example, completion, prefix="")
+
+    def extract(self, completion: str) -> str | None:
+        return self._task.extract(completion, prefix="")
 
 
 def _keys(fp: str, task: Task, examples: Sequence[Example], n: int, phash: str) -> list[list[CacheKey]]:

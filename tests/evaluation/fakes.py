@@ -54,7 +54,7 @@ class AdditionTask:
             return a == b
 
     def score(self, example: Example, completion: str) -> Score:
-        ans = self.extract(completion)
+        ans = AdditionTask.extract(self, completion)
         acc = float(ans is not None and self.equivalent(ans, example.gold, example))
         fmt = float(completion.startswith("<answer>"))
         return Score.weighted({"accuracy": acc, "format": fmt}, {"accuracy": 1.0, "format": 0.2})
@@ -132,3 +132,26 @@ class ScriptedEngine(_CountingEngine):
             lps = self.logprobs.get(key, [-1.0] * params.n)
             out.append([_completion(self.script[key][j], lps[j]) for j in range(params.n)])
         return out
+
+
+class ChatCharTokenizer(CharTokenizer):
+    def apply_chat_template(
+        self, messages, add_generation_prompt: bool = False, tokenize: bool = True
+    ) -> str:
+        assert not tokenize and add_generation_prompt
+        return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
+
+
+class PrefixAdditionTask(AdditionTask):
+    """Like rlvr's VerifiedTask: the plain prompt opens "<answer>", which grading prepends unless told."""
+
+    name = "toy_add_prefix"
+
+    def render(self, example: Example) -> str:
+        return f"Q: {example.prompt} A:<answer>"
+
+    def extract(self, completion: str, *, prefix: str | None = None) -> str | None:
+        return super().extract(("<answer>" if prefix is None else prefix) + completion)
+
+    def score(self, example: Example, completion: str, *, prefix: str | None = None) -> Score:
+        return super().score(example, ("<answer>" if prefix is None else prefix) + completion)

@@ -10,7 +10,14 @@ from rlvr.evaluation.bestofn import best_of_n, mean_logprob_scorer, verifier_sco
 from rlvr.evaluation.runner import evaluate, make_eval_callback
 from rlvr.rollout.base import SamplingParams
 
-from .fakes import AdditionTask, CharTokenizer, RandomEngine, ScriptedEngine
+from .fakes import (
+    AdditionTask,
+    CharTokenizer,
+    ChatCharTokenizer,
+    PrefixAdditionTask,
+    RandomEngine,
+    ScriptedEngine,
+)
 
 PARAMS = SamplingParams(temperature=1.0, max_new_tokens=16)
 SCRIPT = {
@@ -152,3 +159,17 @@ def test_best_of_n_with_verifier_and_logprob_scorers():
     assert best_of_n(result.groups, verifier_scorer(AdditionTask()), n=2).per_example == pytest.approx(
         [1.0, 0.5]
     )
+
+
+def test_template_prefix_is_prepended_for_plain_prompts_only():
+    task = PrefixAdditionTask(size=2)
+    plain = ScriptedEngine({"Q: 0+0 A:<answer>": ["0</answer>"], "Q: 1+1 A:<answer>": ["2</answer>"]})
+    res = evaluate(plain, ChatCharTokenizer(), task, task.examples("test"), n=1, ks=[1], params=PARAMS)
+    assert res.metrics["pass@1"].value == 1.0 and res.metrics["format_rate"].value == 1.0
+    # the chat prompt ends outside any tag: the completion carries its own "<answer>"
+    chat = ScriptedEngine(
+        {"user: 0+0\nassistant: ": ["<answer>0</answer>"], "user: 1+1\nassistant: ": ["<answer>2</answer>"]}
+    )
+    res = evaluate(chat, ChatCharTokenizer(), task, task.examples("test"), n=1, ks=[1], params=PARAMS,
+                   chat_template=True)  # fmt: skip
+    assert res.metrics["pass@1"].value == 1.0 and res.per_example[1]["answers"] == ["2"]
