@@ -126,11 +126,12 @@ def train_rl(
                 logger.warn(f"{st.skips} non-finite updates in a row: stopping; last good checkpoint kept")
                 result.status = "diverged"
                 break
-            if final or (run.save_every and step % run.save_every == 0):
+            due = final or stop or (run.save_every and step % run.save_every == 0)
+            if due and st.skips == 0:  # after a skipped update, keep the last good checkpoint as is
                 result.checkpoint = save_checkpoint(run_dir, step, st.model, st.tokenizer,
                                                     st.trainer_state(), run.keep_last)  # fmt: skip
             if stop:
-                logger.warn(f"{stop.signal}: stopped after step {step}, checkpoint written")
+                logger.warn(f"{stop.signal}: stopped after step {step}, checkpoint {result.checkpoint}")
                 result.status = "interrupted"
                 break
     logger.close()

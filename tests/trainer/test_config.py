@@ -1,0 +1,140 @@
+"""Config: typos and impossible combinations fail naming the key; overrides; examples load."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from rlvr.config import (
+    ConfigError,
+    RLConfig,
+    SFTConfig,
+    apply_overrides,
+    load_config,
+    parse_config,
+    save_config,
+)
+from rlvr.trainer.build import validate
+
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.toml"))
+TASK = {"task": {"name": "sort"}}
+
+
+def _error(data: dict, kind: str | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, kind=kind)
+    return str(info.value)
+
+
+def test_typo_names_key_and_suggests():
+    msg = _error({**TASK, "optim": {"lrr": 1e-3}})
+    assert "'optim.lrr'" in msg and "did you mean 'optim.lr'" in msg
+
+
+def test_unknown_section_suggests():
+    assert "did you mean 'rollout'" in _error({**TASK, "rollot": {}})
+
+
+def test_indivisible_micro_batch_names_both_keys():
+    msg = _error(
+        {**TASK, "rollout": {"group_size": 8, "prompts_per_step": 3}, "optim": {"micro_batch_size": 5}}
+    )
+    # 3 * 8 = 24 samples, 24 % 5 = 4
+    assert "24" in msg and "optim.micro_batch_size" in msg and "rollout.prompts_per_step" in msg
+
+
+def test_group_size_one_with_grpo():
+    msg = _error({**TASK, "rollout": {"group_size": 1}, "optim": {"micro_batch_size": 1}})
+    assert "rollout.group_size" in msg and "grpo" in msg
+
+
+def test_group_size_one_ok_with_reinforce_pp():
+    cfg = parse_config({**TASK, "rollout": {"group_size": 1}, "optim": {"micro_batch_size": 1},
+                        "algorithm": {"advantage": "reinforce_pp"}})  # fmt: skip
+    assert cfg.rollout.samples_per_step == 4
+
+
+def test_kl_in_reward_needs_beta():
+    assert "algorithm.beta" in _error({**TASK, "algorithm": {"kl_in": "reward"}})
+
+
+def test_reinforce_with_mu_rejected():
+    assert "algorithm.mu" in _error({**TASK, "algorithm": {"objective": "reinforce", "mu": 2}})
+
+
+def test_warmup_longer_than_run():
+    assert "optim.warmup_steps" in _error({**TASK, "optim": {"warmup_steps": 50}, "run": {"steps": 10}})
+
+
+def test_bad_value_names_key():
+    assert "'rollout.temperature'" in _error({**TASK, "rollout": {"temperature": -1}})
+
+
+def test_sft_needs_data():
+    assert "data.path" in _error({}, kind="sft")
+
+
+def test_unknown_algorithm_name_fails_before_model_loads():
+    cfg = parse_config({**TASK, "algorithm": {"advantage": "grpoo"}})
+    with pytest.raises(ConfigError, match=r"algorithm\.advantage.*grpoo"):
+        validate(cfg)
+
+
+def test_missing_model_path_named():
+    cfg = parse_config({**TASK, "model": {"path": "/nonexistent/model"}})
+    with pytest.raises(ConfigError, match=r"model\.path"):
+        validate(cfg)
+
+
+def test_overrides_parse_toml_values():
+    data = apply_overrides(
+        {"optim": {"lr": 1.0}},
+        ["optim.lr=3e-4", "run.out_dir=runs/x", "optim.betas=[0.9, 0.95]", 'task.name="sort"'],
+    )
+    assert data == {
+        "optim": {"lr": 3e-4, "betas": [0.9, 0.95]},
+        "run": {"out_dir": "runs/x"},
+        "task": {"name": "sort"},
+    }
+
+
+def test_bad_override_syntax():
+    with pytest.raises(ConfigError, match=r"section\.key=value"):
+        apply_overrides({}, ["optim.lr"])
+
+
+def test_load_config_with_override_typo(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[task]\nname = "sort"\n')
+    assert isinstance(load_config(path), RLConfig)
+    with pytest.raises(ConfigError, match=r"did you mean 'run\.steps'"):
+        load_config(path, ["run.step=3"])
+
+
+def test_derived_values_are_properties():
+    cfg = parse_config({**TASK, "rollout": {"group_size": 4, "prompts_per_step": 6}, "algorithm": {"mu": 2},
+                        "optim": {"micro_batch_size": 8}, "run": {"steps": 5}})  # fmt: skip
+    assert (cfg.rollout.samples_per_step, cfg.micro_batches_per_step, cfg.optimizer_steps) == (24, 3, 10)
+    with pytest.raises(ValueError):
+        cfg.rollout.group_size = 2  # frozen: one source of truth
+
+
+def test_save_config_roundtrip(tmp_path):
+    cfg = parse_config({**TASK, "optim": {"lr": 3e-4}})
+    path = save_config(cfg, tmp_path)
+    assert parse_config(json.loads(path.read_text())) == cfg
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_loads(path):
+    cfg = load_config(path)
+    assert isinstance(cfg, RLConfig | SFTConfig)
+    if cfg.model.path is None:  # the local-checkpoint example points at a directory made by init-model
+        validate(cfg)
+
+
+def test_examples_exist():
+    names = {p.name for p in EXAMPLES}
+    assert {"tiny_grpo.toml", "tiny_sft.toml", "hf_checkpoint_grpo.toml"} <= names
