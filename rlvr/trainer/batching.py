@@ -49,12 +49,19 @@ class MicroBatch:
     loss_mask: Tensor  # [B, C] bool
     advantages: Tensor  # [B] float32
     index: Tensor  # [B] long: rows' positions in the step's sample list
+    prefix_rows: Tensor  # [G] long: the first row of each distinct prompt (G <= B)
+    prefix_index: Tensor  # [B] long: which of the G distinct prompts each row continues
     sampler_logprobs: Tensor | None = None  # [B, C] float32
     extras: dict[str, Tensor] = field(default_factory=dict)  # old_logprobs, ref_logprobs [B, C]
 
     @property
     def size(self) -> int:
         return self.targets.shape[0]
+
+    @property
+    def shares_prefixes(self) -> bool:
+        """True when some rows continue the same prompt (a GRPO group), so it can be run once."""
+        return self.prefix_rows.numel() < self.size
 
     @property
     def num_tokens(self) -> int:
@@ -82,6 +89,9 @@ def collate(samples: Sequence[Sample], pad_id: int) -> MicroBatch:
         if sampler is not None and c:
             sampler[i, :c] = torch.tensor(s.sampler_logprobs, dtype=torch.float32)
     position_ids = (attention.cumsum(-1) - 1).clamp_min(0)
+    first: dict[tuple[int, ...], int] = {}
+    prefix_index = [first.setdefault(s.prompt_ids, len(first)) for s in samples]
+    prefix_rows = [prefix_index.index(g) for g in range(len(first))]
     return MicroBatch(
         input_ids=input_ids,
         attention_mask=attention,
@@ -91,6 +101,8 @@ def collate(samples: Sequence[Sample], pad_id: int) -> MicroBatch:
         loss_mask=loss_mask,
         advantages=torch.tensor([s.advantage for s in samples], dtype=torch.float32),
         index=torch.tensor([s.index for s in samples], dtype=torch.long),
+        prefix_rows=torch.tensor(prefix_rows, dtype=torch.long),
+        prefix_index=torch.tensor(prefix_index, dtype=torch.long),
         sampler_logprobs=sampler,
     )
 

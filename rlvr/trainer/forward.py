@@ -49,27 +49,59 @@ def completion_logprobs(
     temperature: float = 1.0,
     autocast: bool = True,
     chunk_size: int = 1024,
+    share_prefix: bool = True,
 ) -> tuple[Tensor, Tensor]:  # logprobs [B, C] (fp32, differentiable), entropy [B, C] (detached)
     """log pi(completion token | prefix) at `temperature` for every completion slot of `batch`.
 
     Values at padded slots are finite but meaningless: callers must apply `batch.loss_mask`.
+    With `share_prefix`, a prompt shared by several rows (a GRPO group) runs through the model once
+    and its KV cache is reused by every row, with gradients flowing back through it; this is exact
+    (the same function, evaluated with fewer FLOPs) and a test holds it to the plain path.
     """
     body, weight = decoder_and_head(model)
     device = weight.device
-    P, C = batch.prompt_len, batch.targets.shape[1]
     with maybe_autocast(autocast, device.type):
-        hidden = body(
-            input_ids=batch.input_ids.to(device),
-            attention_mask=batch.attention_mask.to(device),
-            position_ids=batch.position_ids.to(device),
-            use_cache=False,
-        ).last_hidden_state  # [B, P + C, H]
-    hidden = hidden[:, P - 1 : P - 1 + C]  # the states that predict the completion tokens
+        if share_prefix and batch.shares_prefixes:
+            hidden = _shared_prefix_hidden(body, batch, device)
+        else:
+            hidden = _full_hidden(body, batch, device)
     w = weight.to(hidden.dtype)  # bf16 copy under autocast (gradient flows to the fp32 weight)
     logprobs, entropy = logprobs_and_entropy_from_hidden(
         hidden, w, batch.targets.to(device), chunk_size=chunk_size, temperature=temperature
     )
     return logprobs.float(), entropy.detach().float()
+
+
+def _full_hidden(body: nn.Module, batch: MicroBatch, device: torch.device) -> Tensor:  # [B, C, H]
+    P, C = batch.prompt_len, batch.targets.shape[1]
+    hidden = body(
+        input_ids=batch.input_ids.to(device),
+        attention_mask=batch.attention_mask.to(device),
+        position_ids=batch.position_ids.to(device),
+        use_cache=False,
+    ).last_hidden_state  # [B, P + C, H]
+    return hidden[:, P - 1 : P - 1 + C]  # the states that predict the completion tokens
+
+
+def _shared_prefix_hidden(body: nn.Module, batch: MicroBatch, device: torch.device) -> Tensor:  # [B, C, H]
+    """Prompts once ([G, P] with a KV cache), then every row's completion against its prompt's cache."""
+    P = batch.prompt_len
+    rows, index = batch.prefix_rows.to(device), batch.prefix_index.to(device)
+    ids, mask, pos = (t.to(device) for t in (batch.input_ids, batch.attention_mask, batch.position_ids))
+    prompt = body(
+        input_ids=ids[rows, :P], attention_mask=mask[rows, :P], position_ids=pos[rows, :P], use_cache=True
+    )
+    cache = prompt.past_key_values
+    cache.batch_select_indices(index)  # [G, ...] -> [B, ...] (an indexing op: gradients flow back)
+    completion = body(
+        input_ids=ids[:, P:],
+        attention_mask=mask,
+        position_ids=pos[:, P:],
+        past_key_values=cache,
+        use_cache=True,
+    ).last_hidden_state  # [B, C, H]
+    last_prompt = prompt.last_hidden_state[:, -1][index]  # [B, H]: prompts are left-padded
+    return torch.cat([last_prompt.unsqueeze(1), completion[:, :-1]], dim=1)
 
 
 @torch.no_grad()

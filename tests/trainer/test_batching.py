@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from rlvr.algorithms.aggregate import aggregate
@@ -81,3 +82,37 @@ def test_prompt_tokens_get_no_direct_loss():
     mb = collate(_samples(), tok.pad_token_id)
     assert mb.targets.shape[1] == 7 and mb.loss_mask.shape == mb.targets.shape
     assert torch.equal(mb.targets, mb.input_ids[:, mb.prompt_len :])
+
+
+def _grouped_samples() -> list[Sample]:
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for gi, p in enumerate([3, 6]):  # two groups of three samples, prompts of different lengths
+        prompt = tuple(torch.randint(4, 60, (p,), generator=g).tolist())
+        for j in range(3):
+            c = 2 + (3 * j + gi) % 5
+            out.append(
+                Sample(prompt, tuple(torch.randint(4, 60, (c,), generator=g).tolist()), index=len(out))
+            )
+    return out
+
+
+def _run(model, mb, *, share: bool, autocast: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    model.zero_grad()
+    lp, _ = completion_logprobs(model, mb, autocast=autocast, share_prefix=share)
+    (lp * mb.loss_mask).sum().backward()
+    return (lp * mb.loss_mask).detach(), [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("autocast, tol", [(False, 1e-5), (True, 3e-2)])
+def test_shared_prefix_forward_equals_plain_forward(autocast, tol):
+    """The fast path (each prompt once, KV cache reused by its group) computes the same function."""
+    tok = build_tokenizer()
+    model = build_model("1m", tok, 0)
+    mb = collate(_grouped_samples(), tok.pad_token_id)
+    assert mb.prefix_rows.tolist() == [0, 3] and mb.prefix_index.tolist() == [0, 0, 0, 1, 1, 1]
+    lp_plain, g_plain = _run(model, mb, share=False, autocast=autocast)
+    lp_fast, g_fast = _run(model, mb, share=True, autocast=autocast)
+    assert torch.allclose(lp_plain, lp_fast, atol=10 * tol)
+    for a, b in zip(g_plain, g_fast):  # relative: bf16 sums the shared prompt's gradient in another order
+        assert float((a - b).norm() / a.norm().clamp_min(1e-12)) < tol
