@@ -5,5 +5,6 @@ so that torch-light users of `collect` do not pay for transformers.
 """
 
 from rlvr.rollout.base import Engine, GenerationRequest, SamplingParams, decode_completion
+from rlvr.rollout.collect import collect, render_prompt
 
-__all__ = ["Engine", "GenerationRequest", "SamplingParams", "decode_completion"]
+__all__ = ["Engine", "GenerationRequest", "SamplingParams", "collect", "decode_completion", "render_prompt"]
