@@ -80,7 +80,7 @@ def split_examples(task: Any, split: str, size: int | None) -> list[Example]:
     return examples if size is None else examples[:size]
 
 
-def build_engine(name: str, model: nn.Module, tokenizer: Any, *, autocast: bool) -> Engine:
+def build_engine(name: str, model: nn.Module, tokenizer: Any, *, seed: int = 0) -> Engine:
     """The rollout engine named by rollout.engine, sharing or copying the policy's weights."""
     if name == "hf":
         from rlvr.rollout.hf import HFEngine
@@ -89,17 +89,15 @@ def build_engine(name: str, model: nn.Module, tokenizer: Any, *, autocast: bool)
     if name == "fake":
         from rlvr.rollout.fake import FakeEngine
 
-        return FakeEngine(vocab_size=len(tokenizer), eos_token_id=tokenizer.eos_token_id)
+        return FakeEngine(tokenizer=tokenizer, seed=seed)
     raise ConfigError(f"rollout.engine: unknown engine {name!r}; choose 'hf' or 'fake'")
 
 
 def render_prompt(task: Any, tokenizer: Any, example: Example, *, chat_template: bool) -> list[int]:
-    """Prompt token ids exactly as `rlvr.rollout.collect` makes them (BOS included)."""
-    if chat_template:
-        return list(
-            tokenizer.apply_chat_template(task.messages(example), add_generation_prompt=True, tokenize=True)
-        )
-    return list(tokenizer(task.render(example))["input_ids"])
+    """Prompt token ids exactly as `rlvr.rollout.collect` makes them (its BOS convention)."""
+    from rlvr.rollout import render_prompt as rollout_render
+
+    return rollout_render(tokenizer, task, example, chat_template=chat_template)[1]
 
 
 def fit_prompts(

@@ -157,9 +157,7 @@ def _setup(config: RLConfig, model, tokenizer, task, engine, collect, ckpt: Path
         else None
     )
     if engine is None:
-        engine = build.build_engine(
-            config.rollout.engine, model, tokenizer, autocast=config.model.bf16_autocast
-        )
+        engine = build.build_engine(config.rollout.engine, model, tokenizer, seed=config.run.seed)
     if collect is None:
         from rlvr.rollout import collect
     st = RLState(config=config, model=model, tokenizer=tokenizer, task=task, engine=engine, ref_model=ref,
