@@ -27,6 +27,9 @@ class ModelConfig(Section):
     dtype: Literal["float32", "bfloat16"] = "float32"  # master weights; keep float32 with bf16_autocast
     bf16_autocast: bool = True  # forward/backward matmuls in bf16, weights and optimizer state in dtype
     chat_template: bool = False  # render prompts with the tokenizer's chat template
+    # trainer attention kernel; "auto": "eager" on CPU (batched matmuls beat CPU SDPA's masked
+    # flash kernel ~4x at these lengths), the model's own choice (sdpa / flash) on accelerators
+    attn_implementation: Literal["auto", "eager", "sdpa"] = "auto"
 
     @property
     def is_tiny(self) -> bool:

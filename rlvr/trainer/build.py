@@ -60,6 +60,14 @@ def build_model(cfg: ModelConfig) -> tuple[nn.Module, Any]:
     return model.train(), tokenizer
 
 
+def set_attention(model: nn.Module, choice: str) -> None:
+    """Apply model.attn_implementation to a trainer-side model ("auto": eager on CPU, unchanged elsewhere)."""
+    if choice == "auto":
+        choice = "eager" if next(model.parameters()).device.type == "cpu" else ""
+    if choice and hasattr(model, "set_attn_implementation"):
+        model.set_attn_implementation(choice)
+
+
 def frozen_copy(model: nn.Module, *, bf16: bool) -> nn.Module:
     """A frozen reference policy (the initial weights), in bf16 when the trainer autocasts anyway."""
     ref = copy.deepcopy(model).eval().requires_grad_(False)

@@ -160,6 +160,9 @@ def _setup(config: RLConfig, model, tokenizer, task, engine, collect, ckpt: Path
         engine = build.build_engine(config.rollout.engine, model, tokenizer, seed=config.run.seed)
     if collect is None:
         from rlvr.rollout import collect
+    for m in (model, ref):  # after the engine copied the model: its attention kernel is its own business
+        if m is not None:
+            build.set_attention(m, config.model.attn_implementation)
     st = RLState(config=config, model=model, tokenizer=tokenizer, task=task, engine=engine, ref_model=ref,
                  optim=build_optimizer(model, config.optim), cursor=DataCursor(train, config.run.seed),
                  collect=collect, fns=resolve_functions(config))  # fmt: skip

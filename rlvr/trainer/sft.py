@@ -124,6 +124,7 @@ def train_sft(
         model, tokenizer = build.build_model(config.model)
     if task is None and config.data.path is None:
         task = build.build_task(config.task)
+    build.set_attention(model, config.model.attn_implementation)
     samples, dropped = make_samples(config, task, tokenizer)
     optim, cursor = build_optimizer(model, config.optim), DataCursor(samples, config.run.seed)
     start, skips = 0, 0

@@ -41,9 +41,11 @@ def test_bucketing_sorts_by_length_and_keeps_indices():
     assert [mb.index.tolist() for mb in mbs] == [[1, 0], [2]]  # completion lengths 2, 4 | 7
 
 
-def test_logprobs_match_unpadded_forward():
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_logprobs_match_unpadded_forward(attn):
     tok = build_tokenizer()
     model = build_model("1m", tok, 0)
+    model.set_attn_implementation(attn)
     mb = collate(_samples(), tok.pad_token_id)
     lp, _ = completion_logprobs(model, mb, autocast=False)
     for i, s in enumerate(_samples()):
@@ -104,11 +106,13 @@ def _run(model, mb, *, share: bool, autocast: bool) -> tuple[torch.Tensor, list[
     return (lp * mb.loss_mask).detach(), [p.grad.clone() for p in model.parameters()]
 
 
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
 @pytest.mark.parametrize("autocast, tol", [(False, 1e-5), (True, 3e-2)])
-def test_shared_prefix_forward_equals_plain_forward(autocast, tol):
+def test_shared_prefix_forward_equals_plain_forward(autocast, tol, attn):
     """The fast path (each prompt once, KV cache reused by its group) computes the same function."""
     tok = build_tokenizer()
     model = build_model("1m", tok, 0)
+    model.set_attn_implementation(attn)
     mb = collate(_grouped_samples(), tok.pad_token_id)
     assert mb.prefix_rows.tolist() == [0, 3] and mb.prefix_index.tolist() == [0, 0, 0, 1, 1, 1]
     lp_plain, g_plain = _run(model, mb, share=False, autocast=autocast)
