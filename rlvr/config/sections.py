@@ -149,4 +149,3 @@ class SFTDataConfig(Section):
     noise: float = Field(default=0.0, ge=0, le=1)  # task traces: fraction with deliberate mistakes
     batch_size: int = Field(default=16, ge=1)  # sequences per optimizer step
     max_len: int = Field(default=512, ge=2)  # prompt + completion tokens; longer pairs are cut
-    packing: bool = False  # pack several short pairs into one row (less padding)
