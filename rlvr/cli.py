@@ -39,8 +39,8 @@ def _train(args: argparse.Namespace, kind: str) -> int:
     config = load_config(args.config, args.set or [], kind=kind)
     _print_resolved(config)
     result = (train_rl if kind == "rl" else train_sft)(config, resume=args.resume)
-    print(f"run finished: {result}")
-    return 0
+    print(f"run {result.status} at step {result.step}: {result.run_dir}")
+    return 0 if result.status == "completed" else 1
 
 
 def _eval(args: argparse.Namespace) -> int:
