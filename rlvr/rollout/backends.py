@@ -4,7 +4,7 @@ Both backends prefill each distinct prompt ONCE and then expand its KV cache to 
 of its group (row `p * n + j` is sample `j` of prompt `p`), so a group of 8 costs one prefill.
 
 - `FastLlamaBackend`: a lean forward over the HF model's own modules for Llama-family models
-  (llama, mistral, qwen2, qwen3) with a preallocated KV cache `[B, H_kv, S_max, D]` per layer,
+  (llama, mistral, qwen2, qwen3) with a KV cache `[B, H_kv, S, D]` per layer grown in buckets,
   a precomputed RoPE table and one boolean key mask; no per-step cache objects or 4-D mask
   builders.  This removes most of the per-token Python overhead of `model.generate`.
 - `HFCacheBackend`: the model's own `forward` with a `DynamicCache` (any causal LM).  It is the
@@ -23,6 +23,10 @@ import torch.nn.functional as F
 from transformers import DynamicCache, PreTrainedModel
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
+# The decode cache grows in buckets of this many positions and attention runs over the whole
+# bucket: contiguous K/V are ~3x faster to attend over on CPU than a growing slice of a
+# preallocated buffer (bmm copies strided batches), and masking <= 63 empty slots is cheap.
+CACHE_BUCKET = 64
 FAST_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
 
@@ -80,7 +84,6 @@ class FastLlamaBackend:
         h = self.model.model.embed_tokens(ids)
         cos, sin = self.cos[pos], self.sin[pos]  # [B, T, D]
         B, T = ids.shape
-        S = attn_mask.shape[-1]
         for li, layer in enumerate(self.layers):
             attn, x = layer.self_attn, layer.input_layernorm(h)
             q = attn.q_proj(x).view(B, T, -1, self.head_dim)
@@ -93,10 +96,13 @@ class FastLlamaBackend:
                 kc, vc = cache[li]
                 kc[:, :, start : start + T] = k
                 vc[:, :, start : start + T] = v
-                k, v = kc[:, :, :S], vc[:, :, :S]
-            o = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=attn_mask, scale=attn.scaling, enable_gqa=self.gqa
-            )
+                k, v = kc, vc  # the whole (bucketed) cache: contiguous, unwritten slots masked
+            if T == 1:
+                o = decode_attention(q, k, v, attn_mask, attn.scaling)
+            else:
+                o = F.scaled_dot_product_attention(
+                    q, k, v, attn_mask=attn_mask, scale=attn.scaling, enable_gqa=self.gqa
+                )
             h = h + attn.o_proj(o.transpose(1, 2).reshape(B, T, -1))
             h = h + layer.mlp(layer.post_attention_layernorm(h))
         return self.model.model.norm(h)
@@ -115,25 +121,58 @@ class FastLlamaBackend:
         small = [self._alloc(P, Lp, dtype, ids.device) for _ in self.layers]
         hidden = self.forward(ids, pos, prefill_mask(mask), small, 0)
         B, S_max = P * n, Lp + max_new
-        self.cache = [self._alloc(B, S_max, dtype, ids.device) for _ in self.layers]
+        self.cap, self.S_max = min(S_max, Lp + CACHE_BUCKET), S_max
+        self.cache = [self._alloc(B, self.cap, dtype, ids.device) for _ in self.layers]
         for (kc, vc), (ks, vs) in zip(self.cache, small):
             kc[:, :, :Lp] = ks.repeat_interleave(n, 0)
             vc[:, :, :Lp] = vs.repeat_interleave(n, 0)
-        self.key_mask = torch.ones(B, S_max, dtype=torch.bool, device=ids.device)
+        self.key_mask = torch.zeros(B, S_max, dtype=torch.bool, device=ids.device)
         self.key_mask[:, :Lp] = mask.repeat_interleave(n, 0)
         self.next_pos = pos[:, -1].repeat_interleave(n, 0) + 1  # [B]
         self.Lp = Lp
         return self.logits(hidden[:, -1]).repeat_interleave(n, 0)
 
     def step(self, tokens: torch.Tensor, i: int) -> torch.Tensor:
-        S = self.Lp + i + 1
-        attn_mask = self.key_mask[:, None, None, :S]
-        hidden = self.forward(tokens[:, None], (self.next_pos + i)[:, None], attn_mask, self.cache, S - 1)
+        slot = self.Lp + i  # cache slot of this token
+        if slot >= self.cap:
+            self._grow(min(self.S_max, self.cap + CACHE_BUCKET))
+        self.key_mask[:, slot] = True
+        attn_mask = self.key_mask[:, None, None, : self.cap]
+        hidden = self.forward(tokens[:, None], (self.next_pos + i)[:, None], attn_mask, self.cache, slot)
         return self.logits(hidden[:, -1])
+
+    def _grow(self, cap: int) -> None:
+        """Reallocate the cache with room for `cap` positions (once per CACHE_BUCKET steps)."""
+        grown = []
+        for kc, vc in self.cache:
+            k2, v2 = self._alloc(kc.shape[0], cap, kc.dtype, kc.device)
+            k2[:, :, : self.cap], v2[:, :, : self.cap] = kc, vc
+            grown.append((k2, v2))
+        self.cache, self.cap = grown, cap
 
     def _alloc(self, B: int, S: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
         shape = (B, self.n_kv, S, self.head_dim)
         return torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device)
+
+
+def decode_attention(
+    q: torch.Tensor,  # [B, Hq, 1, D]
+    k: torch.Tensor,  # [B, Hkv, S, D]
+    v: torch.Tensor,  # [B, Hkv, S, D]
+    mask: torch.Tensor,  # [B, 1, 1, S] bool
+    scale: float,
+) -> torch.Tensor:  # [B, Hq, 1, D]
+    """Single-query attention as two batched matmuls with an fp32 softmax.
+
+    On CPU, torch's flash-attention kernel is ~8x slower than this for one query per row
+    (3.5 ms vs 0.4 ms at B=32, H=8, S=150, D=64, bf16, measured): it is tuned for long queries.
+    The query heads sharing a KV head (GQA) are stacked so K and V are never repeated.
+    """
+    B, Hq, _, D = q.shape
+    Hkv = k.shape[1]
+    scores = torch.matmul(q.view(B, Hkv, Hq // Hkv, D), k.transpose(-1, -2)).float() * scale  # [B, Hkv, G, S]
+    probs = scores.masked_fill(~mask, float("-inf")).softmax(dim=-1).to(v.dtype)
+    return torch.matmul(probs, v).view(B, Hq, 1, D)
 
 
 def prefill_mask(mask: torch.Tensor) -> torch.Tensor:  # [B, T] bool -> [B, 1, T, T] bool
