@@ -21,7 +21,7 @@ def _print_resolved(config) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from rlvr.demo import run_demo
 
-    run_demo(out_dir=Path(args.out), seed=args.seed)
+    run_demo(Path(args.out), seed=args.seed, quick=args.quick)
     return 0
 
 
@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the R1 recipe end to end on a tiny model, on CPU, in minutes")
     p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--quick", action="store_true", help="smaller budgets (about a third of the time; for tests)"
+    )
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("init-model", help="build the embedded tiny model (nothing downloaded)")
