@@ -105,6 +105,7 @@ def summarise_side(results: list[dict[str, Any]]) -> dict[str, Any]:
     phases = [p for p in PHASES if any(p in s for s in steps)]
     return {
         "median": {p: median([s.get(p, 0.0) for s in steps]) for p in phases},
+        "min_step": min(s["step"] for s in steps),  # the least-disturbed step, for a busy machine
         "n_steps": len(steps),
         "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
         "fixed_length_ok": all(r["fixed_length_ok"] for r in results),
@@ -155,7 +156,7 @@ def print_table(spec: Spec, sides: dict[str, dict[str, Any]], rlvr_step: float |
     print(
         f"{'side':<10}"
         + "".join(f"{c:>13}" for c in cols)
-        + f"{'step/rlvr':>11}{'peak RSS':>11}{'fixed len':>10}"
+        + f"{'step/rlvr':>11}{'min step':>10}{'peak RSS':>11}{'fixed len':>10}"
     )
     for name, s in sides.items():
         if "median" not in s:
@@ -164,7 +165,8 @@ def print_table(spec: Spec, sides: dict[str, dict[str, Any]], rlvr_step: float |
         m = s["median"]
         ratio = m["step"] / rlvr_step if rlvr_step else None
         print(f"{name:<10}" + "".join(f"{_fmt(m.get(c)):>13}" for c in cols)
-              + f"{_fmt(ratio, 'x'):>11}{s['peak_rss_mb']:>8.0f} MB{s['fixed_length_ok']!s:>10}")  # fmt: skip
+              + f"{_fmt(ratio, 'x'):>11}{_fmt(s['min_step']):>10}{s['peak_rss_mb']:>8.0f} MB"
+              + f"{s['fixed_length_ok']!s:>10}")  # fmt: skip
 
 
 def print_roofline(roof: dict[str, Any], rlvr_step: float | None) -> dict[str, Any]:
@@ -198,6 +200,13 @@ def print_generation(gen: dict[str, Any], spec: Spec) -> None:
             print(f"  {name:<8} skipped: {r.get('skipped') or gen.get('error', 'not run')}")
 
 
+def print_load(load: dict[str, Any]) -> None:
+    """The 1-minute load average around the run: timings are only comparable on an idle machine."""
+    busy = max(load["before"], load["after"]) > 0.5 * (load["cpus"] or 1)
+    note = "  BUSY MACHINE: timings are unreliable, rerun when idle" if busy else ""
+    print(f"\nload average {load['before']:.1f} -> {load['after']:.1f} on {load['cpus']} CPUs{note}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="grpo-bench-") as tmp_name:
@@ -205,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = make_spec(args, tmp)
         spec_path = tmp / "spec.json"
         spec.save(spec_path)
+        load_before = os.getloadavg()[0]
         print(f"benchmark model {spec.preset} in {spec.model_dir}; {args.rounds} round(s), "
               f"{spec.warmup} warm-up + {spec.steps} measured steps per run", flush=True)  # fmt: skip
         peaks = measure_peaks(spec, tmp, args.quick)
@@ -215,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             else run_side("_gen_side.py", spec_path, tmp / "gen.json", [], args.verbose)
         )
         roof = roofline(spec, peaks)
+    load = {"before": load_before, "after": os.getloadavg()[0], "cpus": os.cpu_count()}
     sides = {name: summarise_side(results) for name, results in runs.items()}
     rlvr_step = sides.get("rlvr", {}).get("median", {}).get("step")
     trl_steps = [s["median"]["step"] for n, s in sides.items() if n.startswith("trl") and "median" in s]
@@ -223,9 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     extra = print_roofline(roof, rlvr_step)
     if gen:
         print_generation(gen, spec)
+    print_load(load)
     if args.json:
         report = {"spec": {**spec.__dict__, "prompts": spec.prompts[:4]}, "sides": sides, "runs": runs,
-                  "peaks": peaks, "roofline": roof, **extra, "generation": gen, "speedup_vs_trl": speedup}  # fmt: skip
+                  "peaks": peaks, "roofline": roof, **extra, "generation": gen, "load": load,
+                  "speedup_vs_trl": speedup}  # fmt: skip
         Path(args.json).write_text(json.dumps(report, indent=1, default=str))
     if math.isnan(speedup):
         why = sides.get("rlvr", {}).get("skipped") or "a side failed (see above)"
