@@ -51,6 +51,10 @@ class DemoPlan:
     eval_temperature: float = 1.0
     rl_eval_every: int = 20  # a smaller held-out eval during RL, for the report's curve (0: off)
     rl_eval_examples: int = 100
+    # torch threads: 1 is the fast choice for a 1M model.  Its matmuls are too small to gain from a
+    # second thread, and on a busy machine every op's thread barrier waits for a descheduled core
+    # (measured on the shared 2-core box: SFT 0.05 s/step with 1 thread, 0.2 s with 2; eval 4x).
+    threads: int = 1
 
     def nominal_seconds(self) -> dict[str, float]:
         """Rough stage costs on an idle 2-core CPU (measured: 0.2 s per SFT step of 32 traces, 0.9 s
@@ -99,6 +103,7 @@ def sft_config(plan: DemoPlan, out_dir: Path, seed: int, *, progress: bool) -> S
             },
             "run": {
                 "out_dir": str(out_dir),
+                "threads": plan.threads,
                 "steps": plan.sft_steps,
                 "seed": seed,
                 "progress": progress,
@@ -128,6 +133,7 @@ def rl_config(plan: DemoPlan, out_dir: Path, seed: int, *, progress: bool) -> RL
             "optim": {"lr": plan.rl_lr, "micro_batch_size": plan.micro_batch_size},
             "run": {
                 "out_dir": str(out_dir),
+                "threads": plan.threads,
                 "steps": plan.rl_steps,
                 "seed": seed,
                 "progress": progress,

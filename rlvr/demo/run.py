@@ -13,14 +13,18 @@ Run directory (the shared layout, so `rlvr report` and `rlvr eval` read it like 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from rlvr.demo.plan import PLANS, DemoPlan, rl_config, sft_config, task_kwargs
 from rlvr.evaluation import EvalResult, evaluate
@@ -170,11 +174,28 @@ def _finite(d: dict[str, float]) -> dict[str, float | None]:
     return {k: (v if math.isfinite(v) else None) for k, v in d.items()}
 
 
+@contextlib.contextmanager
+def _quiet_threads(threads: int) -> Iterator[None]:
+    """Run with `threads` torch threads and without transformers' per-save progress bars; restore both."""
+    from transformers.utils import logging as hf_logging
+
+    before, bars = torch.get_num_threads(), hf_logging.is_progress_bar_enabled()
+    torch.set_num_threads(threads)
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def run_demo(out_dir: Path, seed: int = 0, *, quick: bool = False, progress: bool = True) -> dict[str, Any]:
     """SFT cold start -> eval -> GRPO -> eval on a tiny model; writes summary.json and report.html in `out_dir`.
 
-    Returns the summary (also written to `out_dir/summary.json`).  `quick` runs the same recipe with
-    smaller budgets (about half the time).  Refuses a non-empty `out_dir` rather than mixing runs.
+    Returns the summary (also written to `out_dir/summary.json`) and prints the before/after table.
+    `quick` runs the same recipe with smaller budgets (for tests); `progress` shows stage lines and
+    step bars on stderr.  Refuses a non-empty `out_dir` rather than mixing two runs' files.
     """
     out_dir, plan = Path(out_dir), PLANS["quick" if quick else "full"]
     _check_out_dir(out_dir)
@@ -183,6 +204,33 @@ def run_demo(out_dir: Path, seed: int = 0, *, quick: bool = False, progress: boo
         f"rlvr demo: seed {seed}, task {plan.task} {plan.task_kwargs}, tiny {plan.preset} model, "
         f"{'quick' if quick else 'full'} plan -> {out_dir}"
     )
+    with _quiet_threads(plan.threads):
+        before, after = _pipeline(out_dir, seed, plan, clock, progress)
+        summary = {
+            "before": _finite(before),
+            "after": _finite(after),
+            "gain_points": {
+                k: round(100 * (after[k] - before[k]), 2) for k in SUMMARY_KEYS if k != "mean_length"
+            },
+            "wall_seconds": round(clock.elapsed, 1),
+            "seed": seed,
+            "k": plan.eval_samples,
+            "n_test": plan.n_test,
+            "stage_seconds": clock.stage_seconds,
+            "plan": "quick" if quick else "full",
+            "settings": plan.as_dict(),
+        }
+        write_json(out_dir / "summary.json", summary)
+        report = write_report(out_dir)
+    print(before_after_table(before, after, plan.eval_samples))
+    print(f"wall time {_clock(clock.elapsed)}; wrote {out_dir / 'summary.json'} and {report}")
+    return summary
+
+
+def _pipeline(
+    out_dir: Path, seed: int, plan: DemoPlan, clock: _Progress, progress: bool
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The five stages; returns the held-out metrics (before, after) GRPO."""
     clock.stage(1, "build", "building the task (disjoint train/test splits) and a randomly initialised model")
     task = make_task(plan.task, **task_kwargs(plan, seed))
     tokenizer = build_tokenizer()
@@ -207,34 +255,14 @@ def run_demo(out_dir: Path, seed: int = 0, *, quick: bool = False, progress: boo
     clock.done()
 
     clock.stage(4, "grpo", f"GRPO: {plan.rl_steps} steps x {plan.prompts_per_step} prompts x {plan.group_size} "
-                "samples, rewards = accuracy + 0.2 x format")  # fmt: skip
+                "samples, reward = accuracy + 0.2 x format")  # fmt: skip
     callbacks = [rl_eval_callback(task, plan, seed)] if plan.rl_eval_every else []
-    model.train()
-    train_rl(rl_config(plan, out_dir, seed, progress=progress), callbacks=callbacks, model=model,
-             tokenizer=tokenizer, task=task)  # fmt: skip
+    config = rl_config(plan, out_dir, seed, progress=progress)
+    train_rl(config, callbacks=callbacks, model=model.train(), tokenizer=tokenizer, task=task)
     clock.done()
 
     clock.stage(5, "eval_after", "held-out eval after GRPO (same problems, same sampling)")
-    model.eval()
-    after = held_out_eval(model, tokenizer, task, plan, seed, out_dir / "eval" / "after.json")
+    after = held_out_eval(model.eval(), tokenizer, task, plan, seed, out_dir / "eval" / "after.json")
+    clock.say(f"      pass@1 {after['pass@1']:.1%}, format {after['format_rate']:.1%}")
     clock.done()
-
-    summary = {
-        "before": _finite(before),
-        "after": _finite(after),
-        "gain_points": {
-            k: round(100 * (after[k] - before[k]), 2) for k in SUMMARY_KEYS if k != "mean_length"
-        },
-        "wall_seconds": round(clock.elapsed, 1),
-        "seed": seed,
-        "k": plan.eval_samples,
-        "n_test": plan.n_test,
-        "stage_seconds": clock.stage_seconds,
-        "plan": "quick" if quick else "full",
-        "settings": plan.as_dict(),
-    }
-    write_json(out_dir / "summary.json", summary)
-    report = write_report(out_dir)
-    print(before_after_table(before, after, plan.eval_samples))
-    print(f"wall time {_clock(clock.elapsed)}; wrote {out_dir / 'summary.json'} and {report}")
-    return summary
+    return before, after
