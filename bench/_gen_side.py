@@ -91,6 +91,15 @@ def vllm_generate(spec: Spec) -> Callable[[], int] | None:
     return run
 
 
+EMULATED_BF16 = "bf16 is emulated on this CPU (no AVX512-BF16 / AMX): ~100x slower than fp32, not a best setting"
+
+
+def bf16_native(device: str) -> bool:
+    from rlvr.models.precision import bf16_is_fast
+
+    return bf16_is_fast(device)
+
+
 def run(spec: Spec, which: list[str]) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -105,6 +114,9 @@ def run(spec: Spec, which: list[str]) -> dict[str, Any]:
     }
     out: dict[str, Any] = {"side": "generate"}
     for name in which:
+        if name == "hf_bf16" and not bf16_native(spec.device):
+            out[name] = {"skipped": EMULATED_BF16}
+            continue
         try:
             fn = makers[name]()
             out[name] = _timed(fn, reps, sync) if fn is not None else {"skipped": f"{name} is not installed"}

@@ -80,7 +80,7 @@ def build_config(spec: Spec, out_dir: str) -> Any:
 
     samples = spec.prompts_per_step * spec.group_size
     return RLConfig(
-        model=ModelConfig(path=spec.model_dir, dtype="float32", bf16_autocast=True),
+        model=ModelConfig(path=spec.model_dir, dtype="float32", bf16_autocast="auto"),
         task=TaskConfig(name="bench"),  # injected below; the name is only a label
         rollout=RolloutConfig(
             engine="hf",

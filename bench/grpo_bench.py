@@ -50,7 +50,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 2)
     args.warmup = args.warmup if args.warmup is not None else (0 if args.quick else 1)
-    args.trl = (args.trl or ("bf16" if args.quick else "fp32,bf16")).split(",")
+    if args.trl is None:  # TRL's best setting: bf16 where the hardware multiplies bf16 natively
+        from rlvr.models.precision import bf16_is_fast
+
+        native = bf16_is_fast(args.device)
+        args.trl = [("bf16" if native else "fp32")] if args.quick else (["fp32", "bf16"] if native else ["fp32"])
+        if not native:
+            print("bf16 is emulated on this CPU (no AVX512-BF16 / AMX): TRL runs fp32 only, rlvr runs fp32 "
+                  "(bf16_autocast = auto); pass --trl fp32,bf16 to time the emulated path anyway", flush=True)  # fmt: skip
+    else:
+        args.trl = args.trl.split(",")
     return args
 
 
@@ -180,21 +189,24 @@ def print_roofline(roof: dict[str, Any], rlvr_step: float | None) -> dict[str, A
         if peak is None:
             continue
         print(f"  {dtype} matmul peak {peak / 1e12:.3f} TFLOP/s -> step lower bound {bound:.2f} s")
-    bound = roof.get("bound_s_bf16")
+    dtype = "bf16" if roof.get("bound_s_bf16") else "fp32"  # the fastest dtype the hardware has natively
+    bound = roof.get(f"bound_s_{dtype}")
     if rlvr_step and bound:
-        out["rlvr_x_roofline"] = rlvr_step / bound
-        print(f"  rlvr step = {out['rlvr_x_roofline']:.2f}x the bf16 roofline (target <= 1.4x)")
+        out["rlvr_x_roofline"], out["roofline_dtype"] = rlvr_step / bound, dtype
+        print(f"  rlvr step = {out['rlvr_x_roofline']:.2f}x the {dtype} roofline (target <= 1.4x)")
     return out
 
 
 def print_generation(gen: dict[str, Any], spec: Spec) -> None:
     rows = spec.prompts_per_step * spec.group_size
     print(f"\nGeneration throughput ({rows} rows x {spec.new_tokens} tokens, generated tokens/s):")
-    hf_bf16 = gen.get("hf_bf16", {}).get("tokens_per_s")
+    hf = {n: gen.get(n, {}).get("tokens_per_s") for n in ("hf_fp32", "hf_bf16")}
+    base_name = max((n for n in hf if hf[n]), key=lambda n: hf[n], default=None)  # HF's best setting
     for name in ("hf_fp32", "hf_bf16", "rlvr", "vllm"):
         r = gen.get(name, {})
         if "tokens_per_s" in r:
-            vs = f"  ({r['tokens_per_s'] / hf_bf16:.2f}x HF bf16)" if hf_bf16 and name != "hf_bf16" else ""
+            base = hf[base_name] if base_name else None
+            vs = f"  ({r['tokens_per_s'] / base:.2f}x {base_name})" if base and name != base_name else ""
             print(f"  {name:<8} {r['tokens_per_s']:>9.0f}{vs}")
         else:
             print(f"  {name:<8} skipped: {r.get('skipped') or gen.get('error', 'not run')}")

@@ -25,7 +25,9 @@ class ModelConfig(Section):
     preset: Literal["1m", "5m", "15m", "33m", "50m"] = "5m"
     seed: int = 0
     dtype: Literal["float32", "bfloat16"] = "float32"  # master weights; keep float32 with bf16_autocast
-    bf16_autocast: bool = True  # forward/backward matmuls in bf16, weights and optimizer state in dtype
+    # forward/backward matmuls in bf16, weights and optimizer state in dtype; "auto": only where bf16
+    # matmuls are native (CUDA, AVX512-BF16/AMX or Arm BF16 CPUs; emulated bf16 is ~100x slower)
+    bf16_autocast: bool | Literal["auto"] = "auto"
     chat_template: bool = False  # render prompts with the tokenizer's chat template
     # trainer attention kernel; "auto": "eager" on CPU (batched matmuls beat CPU SDPA's masked
     # flash kernel ~4x at these lengths), the model's own choice (sdpa / flash) on accelerators

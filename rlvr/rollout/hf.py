@@ -7,9 +7,11 @@ the model's own forward + DynamicCache as fallback); sampling happens on the dev
 early once every row has finished, and to check stop strings).  Row results never depend on
 `check_every`: finished rows keep being fed padding, and each row's random draws are the same.
 
-Weights: by default the engine holds its own copy of the model in `dtype` (bf16: on CPUs with
-AVX512-BF16 a bf16 matmul is ~4x fp32, while autocast re-casts fp32 weights on every call, which
-costs more than it saves in decoding) and `load_weights` copies the trainer's tensors in place.
+Weights: by default the engine holds its own copy of the model in `dtype` ("auto": bf16 where bf16
+matmuls are native -- on CPUs with AVX512-BF16 a bf16 matmul is ~4x fp32, while autocast re-casts fp32
+weights on every call, which costs more than it saves in decoding -- and the model's own dtype where
+bf16 is emulated, ~100x slower; see `rlvr.models.precision`) and `load_weights` copies the trainer's
+tensors in place.
 `share_weights=True` uses the trainer's model object itself: no copy, no memory, `load_weights` is a
 no-op, but decoding runs in the model's dtype (or under autocast when `dtype` differs: slow on CPU).
 
@@ -32,6 +34,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from rlvr.models.precision import engine_dtype
 from rlvr.rollout.backends import FastLlamaBackend, HFCacheBackend, fast_path_supported, prefill_mask
 from rlvr.rollout.base import SamplingParams, decode_completion
 from rlvr.rollout.sampling import sample_next
@@ -47,7 +50,7 @@ class HFEngine:
         tokenizer: PreTrainedTokenizerBase,
         *,
         share_weights: bool = False,
-        dtype: torch.dtype | None = torch.bfloat16,
+        dtype: torch.dtype | str | None = "auto",
         max_batch_size: int = 64,
         backend: str = "auto",
         check_every: int = 8,
@@ -55,6 +58,8 @@ class HFEngine:
     ) -> None:
         if backend not in ("auto", "fast", "hf"):
             raise ValueError(f"HFEngine backend must be 'auto', 'fast' or 'hf', got {backend!r}")
+        if dtype == "auto":
+            dtype = engine_dtype("auto", next(model.parameters()).device)
         dtype = dtype or next(model.parameters()).dtype
         self.share_weights = share_weights
         if share_weights:

@@ -17,6 +17,7 @@ from torch import nn
 
 from rlvr.algorithms import registry
 from rlvr.config import ConfigError, ModelConfig, RLConfig, SFTConfig, TaskConfig
+from rlvr.models.precision import resolve_bf16
 from rlvr.rollout.base import Engine
 from rlvr.types import Example
 
@@ -88,12 +89,17 @@ def split_examples(task: Any, split: str, size: int | None) -> list[Example]:
     return examples if size is None else examples[:size]
 
 
-def build_engine(name: str, model: nn.Module, tokenizer: Any, *, seed: int = 0) -> Engine:
-    """The rollout engine named by rollout.engine, sharing or copying the policy's weights."""
+def autocast_for(cfg: ModelConfig, model: nn.Module) -> bool:
+    """model.bf16_autocast resolved for the device the model sits on ("auto": only where bf16 is native)."""
+    return resolve_bf16(cfg.bf16_autocast, next(model.parameters()).device)
+
+
+def build_engine(name: str, model: nn.Module, tokenizer: Any, *, seed: int = 0, bf16: bool = False) -> Engine:
+    """The rollout engine named by rollout.engine; the HF engine keeps a bf16 weight copy when `bf16`."""
     if name == "hf":
         from rlvr.rollout.hf import HFEngine
 
-        return HFEngine(model, tokenizer)
+        return HFEngine(model, tokenizer, dtype=torch.bfloat16 if bf16 else None)
     if name == "fake":
         from rlvr.rollout.fake import FakeEngine
 

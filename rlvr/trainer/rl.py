@@ -79,7 +79,7 @@ def train_rl(
             samples = to_samples(groups, mask_truncated=a.mask_truncated)
             batches = micro_batches(samples, config.optim.micro_batch_size, st.tokenizer.pad_token_id,
                                     bucket=config.optim.bucket_by_length)  # fmt: skip
-            autocast = config.model.bf16_autocast
+            autocast = st.autocast
             # 3. old logprobs only when the batch is reused (mu > 1) or KL enters the reward
             if a.needs_old_logprobs_pass:
                 with timer("old_logprobs"):
@@ -151,13 +151,11 @@ def _setup(config: RLConfig, model, tokenizer, task, engine, collect, ckpt: Path
     train = build.split_examples(task, "train", config.task.train_size)
     train, _ = build.fit_prompts(train, task, tokenizer, config.rollout.max_prompt_len,
                                  chat_template=config.model.chat_template)  # fmt: skip
-    ref = (
-        build.frozen_copy(model, bf16=config.model.bf16_autocast)
-        if config.algorithm.needs_reference
-        else None
-    )
+    autocast = build.autocast_for(config.model, model)
+    ref = build.frozen_copy(model, bf16=autocast) if config.algorithm.needs_reference else None
     if engine is None:
-        engine = build.build_engine(config.rollout.engine, model, tokenizer, seed=config.run.seed)
+        engine = build.build_engine(config.rollout.engine, model, tokenizer, seed=config.run.seed,
+                                    bf16=autocast)  # fmt: skip
     if collect is None:
         from rlvr.rollout import collect
     for m in (model, ref):  # after the engine copied the model: its attention kernel is its own business
@@ -165,7 +163,7 @@ def _setup(config: RLConfig, model, tokenizer, task, engine, collect, ckpt: Path
             build.set_attention(m, config.model.attn_implementation)
     st = RLState(config=config, model=model, tokenizer=tokenizer, task=task, engine=engine, ref_model=ref,
                  optim=build_optimizer(model, config.optim), cursor=DataCursor(train, config.run.seed),
-                 collect=collect, fns=resolve_functions(config))  # fmt: skip
+                 collect=collect, fns=resolve_functions(config), autocast=autocast)  # fmt: skip
     if ckpt is not None:
         state = load_checkpoint(ckpt, model)
         st.step, st.opt_step, st.skips = state["step"], state["opt_step"], state["skips"]

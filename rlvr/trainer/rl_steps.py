@@ -48,6 +48,7 @@ class RLState:
     opt_step: int = 0  # optimizer steps completed
     skips: int = 0  # consecutive non-finite updates
     fns: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    autocast: bool = False  # model.bf16_autocast resolved for the model's device
 
     def trainer_state(self) -> dict[str, Any]:
         return {"opt_step": self.opt_step, "skips": self.skips, "optimizer": self.optim.state_dict(),
@@ -162,7 +163,7 @@ def micro_step(st: RLState, mb: MicroBatch, denominator: Tensor, acc: _Accumulat
     """Forward, per-token loss, aggregation with the step's global denominator, backward."""
     a, r = st.config.algorithm, st.config.rollout
     logprobs, entropy = completion_logprobs(st.model, mb, temperature=st.temperature,
-                                            autocast=st.config.model.bf16_autocast)  # fmt: skip
+                                            autocast=st.autocast)  # fmt: skip
     old = mb.extras.get("old_logprobs", logprobs.detach())  # mu == 1: on-policy, no second forward
     mask = mb.loss_mask
     per_token, metrics = st.fns["objective"](logprobs=logprobs, old_logprobs=old, advantages=mb.advantages,

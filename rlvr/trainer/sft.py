@@ -91,7 +91,9 @@ def make_samples(config: SFTConfig, task: Any, tokenizer: Any) -> tuple[list[Sam
     return samples, dropped
 
 
-def sft_step(model: nn.Module, batch: Sequence[Sample], config: SFTConfig, pad_id: int) -> dict[str, float]:
+def sft_step(
+    model: nn.Module, batch: Sequence[Sample], config: SFTConfig, pad_id: int, *, autocast: bool = False
+) -> dict[str, float]:
     """Forward/backward over the step's micro-batches with the global token-mean denominator."""
     batches = micro_batches(
         batch, config.optim.micro_batch_size, pad_id, bucket=config.optim.bucket_by_length
@@ -99,7 +101,7 @@ def sft_step(model: nn.Module, batch: Sequence[Sample], config: SFTConfig, pad_i
     denominator = global_denominator([mb.loss_mask for mb in batches], "token_mean")
     loss_sum, n_tokens = 0.0, int(denominator)
     for mb in batches:
-        logprobs, _ = completion_logprobs(model, mb, autocast=config.model.bf16_autocast)
+        logprobs, _ = completion_logprobs(model, mb, autocast=autocast)
         loss = aggregate(-logprobs, mb.loss_mask, "token_mean", denominator=denominator)
         loss.backward()
         loss_sum += float(loss.detach())
@@ -125,6 +127,7 @@ def train_sft(
     if task is None and config.data.path is None:
         task = build.build_task(config.task)
     build.set_attention(model, config.model.attn_implementation)
+    autocast = build.autocast_for(config.model, model)
     samples, dropped = make_samples(config, task, tokenizer)
     optim, cursor = build_optimizer(model, config.optim), DataCursor(samples, config.run.seed)
     start, skips = 0, 0
@@ -148,7 +151,7 @@ def train_sft(
             timer = Timer()
             with timer("train"):
                 metrics: dict[str, Any] = sft_step(model, cursor.take(config.data.batch_size), config,
-                                                   tokenizer.pad_token_id)  # fmt: skip
+                                                   tokenizer.pad_token_id, autocast=autocast)  # fmt: skip
                 factor = lr_factor(step - 1, config.optim, config.optimizer_steps)
                 metrics.update(apply_gradients(model, optim, config.optim.grad_clip, factor,
                                                finite_loss=bool(torch.isfinite(torch.tensor(metrics["loss"])))))  # fmt: skip

@@ -10,7 +10,7 @@ import torch
 
 from rlvr.config import OptimConfig, RLConfig, RolloutConfig, RunConfig, TaskConfig
 from rlvr.rollout.base import SamplingParams
-from rlvr.types import Completion, Group
+from rlvr.types import Completion, Group, Score
 
 ALPHABET = "0123456789 <>/a"
 
@@ -74,3 +74,19 @@ def rl_config(out_dir: Path, **sections: dict[str, Any]) -> RLConfig:
     for name, updates in sections.items():
         data.setdefault(name, {}).update(updates)
     return RLConfig.model_validate(data)
+
+
+class ParityRewardTask:
+    """A task whose reward varies inside every group (1 for an even-length completion text), so each RL
+    step has a real gradient: the fake engine's random characters almost never solve the real task,
+    and an all-zero reward would leave the weights untouched and make equality tests vacuous."""
+
+    def __init__(self, base: Any) -> None:
+        self.base = base
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.base, name)
+
+    def score(self, example: Any, completion: str) -> Score:
+        r = float(len(completion) % 2 == 0)
+        return Score(total=r, parts={"accuracy": r, "format": 0.0})

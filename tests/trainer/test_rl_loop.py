@@ -16,10 +16,12 @@ from rlvr.tasks import make_task
 from rlvr.trainer import CallbackContext, train_rl
 from rlvr.trainer.checkpoint import list_checkpoints
 from rlvr.types import Score
-from tests.trainer.fakes import FakeEngine, fake_collect, rl_config
+from tests.trainer.fakes import FakeEngine, ParityRewardTask, fake_collect, rl_config
 
 
 def _run(cfg, *, resume=False, callbacks=(), task=None):
+    if task is None:  # a reward that varies within groups: every step really moves the weights
+        task = ParityRewardTask(make_task(cfg.task.name, **cfg.task.kwargs))
     tok = build_tokenizer()
     model = build_model("1m", tok, 0)
     result = train_rl(cfg, resume=resume, callbacks=callbacks, model=model, tokenizer=tok,
@@ -42,6 +44,7 @@ def test_seed_reproducibility_and_run_dir(tmp_path):
     assert not _same(m1, build_model("1m", build_tokenizer(), 0))  # training changed the weights
     rows = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3]
+    assert all(r["groups/zero_var_frac"] < 1 and r["grad_norm"] > 0 for r in rows)  # a real update each step
     for key in ("reward/total", "reward/accuracy", "kl", "entropy", "loss", "grad_norm", "lr", "time/generate",
                 "time/train", "time/reference", "length/mean", "groups/zero_var_frac", "mismatch/abs_logp_diff"):  # fmt: skip
         assert key in rows[-1], key
