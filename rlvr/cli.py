@@ -21,7 +21,7 @@ def _print_resolved(config) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from rlvr.demo import run_demo
 
-    run_demo(Path(args.out), seed=args.seed, quick=args.quick)
+    run_demo(Path(args.out), seed=args.seed, quick=args.quick, threads=args.threads)
     return 0
 
 
@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--quick", action="store_true", help="smaller budgets (about a third of the time; for tests)"
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: one per core; 1 on a busy machine)"
     )
     p.set_defaults(func=_demo)
 

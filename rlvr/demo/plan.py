@@ -15,7 +15,7 @@ held-out pass@1 in ~3.3 minutes):
   signal that tells a slipped trace from a clean one.  Greedy accuracy rises too (to ~82-88%), so
   the gain is not just a sharper sampling distribution.  Learning rate 3e-5: with fresh Adam state
   every parameter moves by ~lr per step whatever the gradient's size; at 3e-4 the policy collapsed.
-- Threads: 1 (see `DemoPlan.threads`).
+- Threads: torch's default, `--threads N` to override (see `DemoPlan.threads`).
 """
 
 from __future__ import annotations
@@ -54,11 +54,12 @@ class DemoPlan:
     eval_temperature: float = 1.0
     rl_eval_every: int = 25  # a smaller held-out eval during RL, for the report's curve (0: off)
     rl_eval_examples: int = 100
-    # torch threads: 1 is the fast choice for a 1M model.  Its matmuls are too small to gain from a
-    # second thread, and on a busy machine every op's thread barrier waits for a descheduled core
-    # (measured on the shared 2-core box: SFT 0.05 s/step with 1 thread, 0.2 s with 2; eval 3-7x;
-    # the whole 2-digit demo 56 s with 1 thread, 11m48s with 2).
-    threads: int = 1
+    # torch threads; None: torch's default (one per core).  A 1M model's matmuls are small, but on an
+    # idle 2-core AVX2 box a second thread still makes an SFT step 1.55x faster (0.135 vs 0.21 s).  On
+    # a machine busy with other work each op's thread barrier waits for a descheduled core, and 1
+    # thread wins by far (seen on a shared box: the whole quick demo 56 s with 1, 11m48s with 2):
+    # `rlvr demo --threads 1` there.
+    threads: int | None = None
 
     def nominal_seconds(self) -> dict[str, float]:
         """Rough stage costs in seconds on one idle core (measured: 0.075 s per SFT step of 32 traces,

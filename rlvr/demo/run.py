@@ -14,6 +14,7 @@ Run directory (the shared layout, so `rlvr report` and `rlvr eval` read it like 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -175,12 +176,14 @@ def _finite(d: dict[str, float]) -> dict[str, float | None]:
 
 
 @contextlib.contextmanager
-def _quiet_threads(threads: int) -> Iterator[None]:
-    """Run with `threads` torch threads and without transformers' per-save progress bars; restore both."""
+def _quiet_threads(threads: int | None) -> Iterator[None]:
+    """Run with `threads` torch threads (None: as is) and without transformers' per-save progress bars;
+    restore both."""
     from transformers.utils import logging as hf_logging
 
     before, bars = torch.get_num_threads(), hf_logging.is_progress_bar_enabled()
-    torch.set_num_threads(threads)
+    if threads:
+        torch.set_num_threads(threads)
     hf_logging.disable_progress_bar()
     try:
         yield
@@ -190,14 +193,19 @@ def _quiet_threads(threads: int) -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def run_demo(out_dir: Path, seed: int = 0, *, quick: bool = False, progress: bool = True) -> dict[str, Any]:
+def run_demo(
+    out_dir: Path, seed: int = 0, *, quick: bool = False, progress: bool = True, threads: int | None = None
+) -> dict[str, Any]:
     """SFT cold start -> eval -> GRPO -> eval on a tiny model; writes summary.json and report.html in `out_dir`.
 
     Returns the summary (also written to `out_dir/summary.json`) and prints the before/after table.
     `quick` runs the same recipe with smaller budgets (for tests); `progress` shows stage lines and
-    step bars on stderr.  Refuses a non-empty `out_dir` rather than mixing two runs' files.
+    step bars on stderr; `threads` overrides the plan's torch thread count.  Refuses a non-empty
+    `out_dir` rather than mixing two runs' files.
     """
     out_dir, plan = Path(out_dir), PLANS["quick" if quick else "full"]
+    if threads is not None:
+        plan = dataclasses.replace(plan, threads=threads)
     _check_out_dir(out_dir)
     clock = _Progress(progress, plan.nominal_seconds())
     clock.say(
