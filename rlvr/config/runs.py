@@ -101,7 +101,7 @@ class SFTConfig(_Top):
                 "SFT needs data: set data.path to a JSONL file of prompt/completion pairs, "
                 "or add a [task] section (name = ...) to train on the task's worked solutions"
             )
-        if self.data.batch_size % self.optim.micro_batch_size:
+        if not self.data.packing and self.data.batch_size % self.optim.micro_batch_size:  # packing: rows
             raise ValueError(
                 f"data.batch_size = {self.data.batch_size} is not divisible by optim.micro_batch_size = "
                 f"{self.optim.micro_batch_size}; set optim.micro_batch_size to a divisor of data.batch_size"

@@ -151,3 +151,6 @@ class SFTDataConfig(Section):
     noise: float = Field(default=0.0, ge=0, le=1)  # task traces: fraction with deliberate mistakes
     batch_size: int = Field(default=16, ge=1)  # sequences per optimizer step
     max_len: int = Field(default=512, ge=2)  # prompt + completion tokens; longer pairs are cut
+    # concatenate whole sequences into rows of max_len tokens (attention stays within each sequence, the
+    # loss is unchanged); optim.micro_batch_size then counts rows, not sequences
+    packing: bool = False

@@ -21,12 +21,13 @@ from torch import nn
 from rlvr.algorithms.aggregate import aggregate, global_denominator
 from rlvr.config import ConfigError, SFTConfig, save_config
 from rlvr.trainer import build
-from rlvr.trainer.batching import Sample, micro_batches, padding_fraction
+from rlvr.trainer.batching import MicroBatch, Sample, micro_batches, padding_fraction
 from rlvr.trainer.checkpoint import load_checkpoint, save_checkpoint
 from rlvr.trainer.data import DataCursor
 from rlvr.trainer.forward import completion_logprobs
 from rlvr.trainer.logging import RunLogger
 from rlvr.trainer.optim import build_optimizer, lr_factor
+from rlvr.trainer.packing import PackedBatch, packed_batches, packed_logprobs, packed_padding_fraction
 from rlvr.trainer.rl_steps import apply_gradients
 from rlvr.trainer.run import RunResult, Timer, prepare_run_dir, seed_everything, stop_on_signals
 
@@ -94,18 +95,28 @@ def make_samples(config: SFTConfig, task: Any, tokenizer: Any) -> tuple[list[Sam
 def sft_step(
     model: nn.Module, batch: Sequence[Sample], config: SFTConfig, pad_id: int, *, autocast: bool = False
 ) -> dict[str, float]:
-    """Forward/backward over the step's micro-batches with the global token-mean denominator."""
-    batches = micro_batches(
-        batch, config.optim.micro_batch_size, pad_id, bucket=config.optim.bucket_by_length
-    )
-    denominator = global_denominator([mb.loss_mask for mb in batches], "token_mean")
-    loss_sum, n_tokens = 0.0, int(denominator)
-    for mb in batches:
-        logprobs, _ = completion_logprobs(model, mb, autocast=autocast)
-        loss = aggregate(-logprobs, mb.loss_mask, "token_mean", denominator=denominator)
+    """Forward/backward over the step's micro-batches (packed rows with data.packing) with the global
+    token-mean denominator."""
+    batches: Sequence[MicroBatch | PackedBatch]
+    if config.data.packing:
+        batches = packed_batches(batch, config.data.max_len, config.optim.micro_batch_size, pad_id)
+        padding = packed_padding_fraction(batches)
+    else:
+        batches = micro_batches(
+            batch, config.optim.micro_batch_size, pad_id, bucket=config.optim.bucket_by_length
+        )
+        padding = padding_fraction(batches)
+    denominator = global_denominator([b.loss_mask for b in batches], "token_mean")
+    loss_sum = 0.0
+    for b in batches:
+        if isinstance(b, PackedBatch):
+            logprobs = packed_logprobs(model, b, autocast=autocast)
+        else:
+            logprobs = completion_logprobs(model, b, autocast=autocast)[0]
+        loss = aggregate(-logprobs, b.loss_mask, "token_mean", denominator=denominator)
         loss.backward()
         loss_sum += float(loss.detach())
-    return {"loss": loss_sum, "tokens": n_tokens, "padding_frac": padding_fraction(batches)}
+    return {"loss": loss_sum, "tokens": int(denominator), "padding_frac": padding}
 
 
 def train_sft(
