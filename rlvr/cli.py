@@ -43,6 +43,17 @@ def _train(args: argparse.Namespace, kind: str) -> int:
     return 0 if result.status == "completed" else 1
 
 
+def _json_object(text: str) -> dict:
+    """argparse type for --task-kwargs: a JSON object, or a message that says what is wrong."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg} at column {exc.colno}): {text!r}") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"length\": 3}}', got {text!r}")
+    return value
+
+
 def _eval(args: argparse.Namespace) -> int:
     from rlvr.evaluation.runner import run_eval
 
@@ -62,6 +73,7 @@ def _eval(args: argparse.Namespace) -> int:
         greedy=args.greedy,
         seed=args.seed,
         chat_template=args.chat_template,
+        task_kwargs=args.task_kwargs,
     )
     print(result.table())
     return 0
@@ -116,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="pass@k / maj@k / avg@k with error bars")
     p.add_argument("--model", required=True, help="local Hugging Face model directory")
     p.add_argument("--task", required=True)
+    p.add_argument(
+        "--task-kwargs", type=_json_object, default=None, metavar="JSON",
+        help='the task\'s constructor kwargs, e.g. \'{"length": 3, "max_value": 9}\' (as in a config\'s [task] kwargs)',
+    )  # fmt: skip
     p.add_argument("--n", type=int, default=16, help="samples per problem")
     p.add_argument("--k", default="1,4,16", help="comma-separated k values (each <= n)")
     p.add_argument("--temperature", type=float, default=1.0)
