@@ -1,7 +1,7 @@
 """The settings of `rlvr demo`: one frozen plan per mode, and the SFT / RL configs it expands to.
 
-Why these numbers (measured on the shared 2-core CPU; seeds 0/1/2 gain +32/+28/+30 points of
-held-out pass@1 in ~3.3 minutes):
+Why these numbers (measured on a shared 2-core AVX512-BF16 CPU; seeds 0/1/2 gain +32/+28/+30 points
+of held-out pass@1 in ~3.3 minutes; on an idle 2-core AVX2 CPU, fp32, seed 0: +29.8 points in 8m15s):
 
 - Task: three-digit addition and subtraction with schoolbook column traces (`7+5=12 4+8+1=13`,
   borrows made explicit).  A 1M-parameter character model learns the procedure in ~1,500 SFT steps,
@@ -54,8 +54,8 @@ class DemoPlan:
     eval_temperature: float = 1.0
     rl_eval_every: int = 25  # a smaller held-out eval during RL, for the report's curve (0: off)
     rl_eval_examples: int = 100
-    # torch threads; None: torch's default (one per core).  A 1M model's matmuls are small, but on an
-    # idle 2-core AVX2 box a second thread still makes an SFT step 1.55x faster (0.135 vs 0.21 s).  On
+    # torch threads; None: torch's default (one per core).  A 1M model's matmuls are small: on an idle
+    # 2-core AVX2 box a second thread gains little (full demo 8m15s vs 9m07s with 1 thread).  On
     # a machine busy with other work each op's thread barrier waits for a descheduled core, and 1
     # thread wins by far (seen on a shared box: the whole quick demo 56 s with 1, 11m48s with 2):
     # `rlvr demo --threads 1` there.
