@@ -9,6 +9,7 @@ allocator caches or compiled graphs from helping (or hurting) the other.
 from __future__ import annotations
 
 import json
+import os
 import random
 import resource
 import statistics
@@ -162,3 +163,29 @@ def cuda_sync(device: str) -> Any:
 
         return torch.cuda.synchronize
     return None
+
+
+def cpu_seconds() -> dict[str, float] | None:
+    """CPU-seconds used so far by the whole machine (busy + steal, from /proc/stat) and by this process
+    and its waited-for children; None where /proc/stat is missing.  The difference between two readings
+    is what *other* processes (or, under "steal", other virtual machines) took while we measured."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    tick = os.sysconf("SC_CLK_TCK")
+    own = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "machine": (user + nice + system + irq + softirq + steal) / tick,
+        "own": sum(r.ru_utime + r.ru_stime for r in own),
+        "steal": steal / tick,
+    }
+
+
+def interference(before: dict[str, float] | None, after: dict[str, float] | None, wall: float) -> dict[str, float]:
+    """Average number of cores other processes / VMs kept busy between two `cpu_seconds` readings."""
+    if before is None or after is None or wall <= 0:
+        return {}
+    other = (after["machine"] - before["machine"]) - (after["own"] - before["own"])
+    return {"other_cores": max(0.0, other) / wall, "steal_cores": (after["steal"] - before["steal"]) / wall}

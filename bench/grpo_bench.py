@@ -23,12 +23,13 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH), str(BENCH.parent)]
-from _common import Spec, build_model_dir, make_prompts, median  # noqa: E402
+from _common import Spec, build_model_dir, cpu_seconds, interference, make_prompts, median  # noqa: E402
 from roofline import Shape, grpo_step_flops  # noqa: E402
 
 PHASES = ("generate", "score", "reference", "old_logprobs", "train", "sync", "step")
@@ -213,10 +214,19 @@ def print_generation(gen: dict[str, Any], spec: Spec) -> None:
 
 
 def print_load(load: dict[str, Any]) -> None:
-    """The 1-minute load average around the run: timings are only comparable on an idle machine."""
-    busy = max(load["before"], load["after"]) > 0.5 * (load["cpus"] or 1)
+    """What else ran during the benchmark: timings are only comparable on an otherwise idle machine.
+
+    Where /proc/stat exists, the cores other processes (and, as CPU steal, other VMs) kept busy while
+    the benchmark ran, which the benchmark's own work does not inflate; elsewhere the load average."""
+    if "other_cores" in load:
+        busy = load["other_cores"] > 0.25
+        what = (f"other processes kept {load['other_cores']:.2f} of {load['cpus']} cores busy during the run "
+                f"(steal {load['steal_cores']:.2f})")  # fmt: skip
+    else:
+        busy = max(load["before"], load["after"]) > 0.5 * (load["cpus"] or 1)
+        what = f"load average {load['before']:.1f} -> {load['after']:.1f} on {load['cpus']} CPUs"
     note = "  BUSY MACHINE: timings are unreliable, rerun when idle" if busy else ""
-    print(f"\nload average {load['before']:.1f} -> {load['after']:.1f} on {load['cpus']} CPUs{note}")
+    print(f"\n{what}{note}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = make_spec(args, tmp)
         spec_path = tmp / "spec.json"
         spec.save(spec_path)
-        load_before = os.getloadavg()[0]
+        load_before, cpu_before, t_before = os.getloadavg()[0], cpu_seconds(), time.perf_counter()
         print(f"benchmark model {spec.preset} in {spec.model_dir}; {args.rounds} round(s), "
               f"{spec.warmup} warm-up + {spec.steps} measured steps per run", flush=True)  # fmt: skip
         peaks = measure_peaks(spec, tmp, args.quick)
@@ -237,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
             else run_side("_gen_side.py", spec_path, tmp / "gen.json", [], args.verbose)
         )
         roof = roofline(spec, peaks)
-    load = {"before": load_before, "after": os.getloadavg()[0], "cpus": os.cpu_count()}
+    load = {"before": load_before, "after": os.getloadavg()[0], "cpus": os.cpu_count(),
+            **interference(cpu_before, cpu_seconds(), time.perf_counter() - t_before)}  # fmt: skip
     sides = {name: summarise_side(results) for name, results in runs.items()}
     rlvr_step = sides.get("rlvr", {}).get("median", {}).get("step")
     trl_steps = [s["median"]["step"] for n, s in sides.items() if n.startswith("trl") and "median" in s]

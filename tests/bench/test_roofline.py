@@ -77,3 +77,15 @@ def test_trivial_reward_is_first_character_parity() -> None:
     assert trivial_reward("a") == 1.0  # ord("a") = 97
     assert trivial_reward("b") == 0.0
     assert trivial_reward("") == 0.0
+
+
+def test_interference_subtracts_our_own_cpu_time() -> None:
+    from _common import cpu_seconds, interference
+
+    before = {"machine": 100.0, "own": 10.0, "steal": 1.0}
+    after = {"machine": 130.0, "own": 30.0, "steal": 3.0}  # 30 s busy in 10 s, 20 of them ours
+    assert interference(before, after, 10.0) == {"other_cores": 1.0, "steal_cores": 0.2}
+    assert interference(None, after, 10.0) == {}
+    reading = cpu_seconds()
+    if reading is not None:  # Linux: the machine has done at least what this process did
+        assert reading["machine"] >= 0 and reading["own"] > 0
