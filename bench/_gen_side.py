@@ -91,15 +91,6 @@ def vllm_generate(spec: Spec) -> Callable[[], int] | None:
     return run
 
 
-EMULATED_BF16 = "bf16 is emulated on this CPU (no AVX512-BF16 / AMX): ~100x slower than fp32, not a best setting"
-
-
-def bf16_native(device: str) -> bool:
-    from rlvr.models.precision import bf16_is_fast
-
-    return bf16_is_fast(device)
-
-
 def run(spec: Spec, which: list[str]) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -112,10 +103,12 @@ def run(spec: Spec, which: list[str]) -> dict[str, Any]:
         "rlvr": lambda: rlvr_engine(spec, model, tok),
         "vllm": lambda: vllm_generate(spec),
     }
+    from rlvr.models.precision import EMULATED, bf16_is_fast
+
     out: dict[str, Any] = {"side": "generate"}
     for name in which:
-        if name == "hf_bf16" and not bf16_native(spec.device):
-            out[name] = {"skipped": EMULATED_BF16}
+        if name == "hf_bf16" and not bf16_is_fast(spec.device):
+            out[name] = {"skipped": f"{EMULATED}: not HF's best setting"}
             continue
         try:
             fn = makers[name]()

@@ -52,13 +52,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.rounds = args.rounds or (1 if args.quick else 2)
     args.warmup = args.warmup if args.warmup is not None else (0 if args.quick else 1)
     if args.trl is None:  # TRL's best setting: bf16 where the hardware multiplies bf16 natively
-        from rlvr.models.precision import bf16_is_fast
+        from rlvr.models.precision import EMULATED, bf16_is_fast
 
         native = bf16_is_fast(args.device)
         args.trl = [("bf16" if native else "fp32")] if args.quick else (["fp32", "bf16"] if native else ["fp32"])
         if not native:
-            print("bf16 is emulated on this CPU (no AVX512-BF16 / AMX): TRL runs fp32 only, rlvr runs fp32 "
-                  "(bf16_autocast = auto); pass --trl fp32,bf16 to time the emulated path anyway", flush=True)  # fmt: skip
+            print(f"{EMULATED}: TRL runs fp32 only, rlvr runs fp32 (bf16_autocast = auto); "
+                  "pass --trl fp32,bf16 to time the emulated path anyway", flush=True)  # fmt: skip
     else:
         args.trl = args.trl.split(",")
     return args

@@ -123,13 +123,13 @@ def measure_peaks(shape: Shape, tokens: int, rows: int, device: str, seconds: fl
     """FLOP/s per dtype and shape; `peak` per dtype is the best over shapes."""
     import torch
 
-    from rlvr.models.precision import bf16_is_fast
+    from rlvr.models.precision import EMULATED, bf16_is_fast
 
     out: dict[str, Any] = {}
     for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         if dtype == torch.bfloat16 and not bf16_is_fast(torch.device(device).type):
             # emulated bf16 runs ~100x below fp32 (a 2048^3 matmul takes ~30 s): not a roofline
-            out[name] = {"peak": None, "skipped": "bf16 is emulated on this device (no AVX512-BF16 / AMX)"}
+            out[name] = {"peak": None, "skipped": EMULATED}
             continue
         per_shape = {
             k: _bench_matmul(*mkn, dtype, device, seconds)

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 ENV_OVERRIDE = "RLVR_BF16"
+EMULATED = "bf16 is emulated here (no AVX512-BF16 / AMX / native bf16): ~100x slower than fp32"
 
 
 @functools.cache

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -123,7 +124,7 @@ def micro_batches(
     return [collate(order[i : i + micro_batch_size], pad_id) for i in range(0, len(order), micro_batch_size)]
 
 
-def padding_fraction(batches: Sequence[MicroBatch]) -> float:
+def padding_fraction(batches: Sequence[Any]) -> float:  # MicroBatch or packing.PackedBatch
     """Fraction of the forward's token slots that are padding (0 = no waste)."""
     slots = sum(b.input_ids.numel() for b in batches)
     return 1.0 - sum(b.num_tokens for b in batches) / max(slots, 1)

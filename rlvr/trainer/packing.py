@@ -17,6 +17,7 @@ function as the unpadded one (a test holds packed to unpacked logprobs), with pa
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,11 +36,7 @@ class PackedBatch:
     targets: Tensor  # [R, L] long
     loss_mask: Tensor  # [R, L] bool
     segments: list[list[int]]  # per row, the sample indices it holds, in order
-    real_tokens: int  # non-padding tokens in the batch
-
-    @property
-    def size(self) -> int:
-        return self.input_ids.shape[0]
+    num_tokens: int  # non-padding tokens (as MicroBatch.num_tokens, so batching.padding_fraction applies)
 
 
 def pack_rows(samples: Sequence[Sample], row_len: int) -> list[list[int]]:
@@ -92,7 +89,7 @@ def collate_packed(samples: Sequence[Sample], rows: Sequence[Sequence[int]], pad
         targets=ids[:, 1:].clone(),
         loss_mask=loss_mask,
         segments=[list(row) for row in rows],
-        real_tokens=sum(samples[i].length for row in rows for i in row),
+        num_tokens=sum(samples[i].length for row in rows for i in row),
     )
 
 
@@ -129,6 +126,7 @@ def packed_logprobs(
     return logprobs.float()
 
 
+@functools.cache
 def _require_packed_masks() -> None:
     """Older transformers ignore restarting position ids and would let sequences attend to each other."""
     try:
@@ -140,8 +138,3 @@ def _require_packed_masks() -> None:
             f"data.packing needs transformers >= 4.54 (block-diagonal masks from position ids); "
             f"transformers {transformers.__version__} is installed: upgrade it or set data.packing = false"
         ) from exc
-
-
-def packed_padding_fraction(batches: Sequence[PackedBatch]) -> float:
-    slots = sum(b.input_ids.numel() for b in batches)
-    return 1.0 - sum(b.real_tokens for b in batches) / max(slots, 1)

@@ -27,7 +27,7 @@ from rlvr.trainer.data import DataCursor
 from rlvr.trainer.forward import completion_logprobs
 from rlvr.trainer.logging import RunLogger
 from rlvr.trainer.optim import build_optimizer, lr_factor
-from rlvr.trainer.packing import PackedBatch, packed_batches, packed_logprobs, packed_padding_fraction
+from rlvr.trainer.packing import PackedBatch, packed_batches, packed_logprobs
 from rlvr.trainer.rl_steps import apply_gradients
 from rlvr.trainer.run import RunResult, Timer, prepare_run_dir, seed_everything, stop_on_signals
 
@@ -100,12 +100,10 @@ def sft_step(
     batches: Sequence[MicroBatch | PackedBatch]
     if config.data.packing:
         batches = packed_batches(batch, config.data.max_len, config.optim.micro_batch_size, pad_id)
-        padding = packed_padding_fraction(batches)
     else:
         batches = micro_batches(
             batch, config.optim.micro_batch_size, pad_id, bucket=config.optim.bucket_by_length
         )
-        padding = padding_fraction(batches)
     denominator = global_denominator([b.loss_mask for b in batches], "token_mean")
     loss_sum = 0.0
     for b in batches:
@@ -116,7 +114,7 @@ def sft_step(
         loss = aggregate(-logprobs, b.loss_mask, "token_mean", denominator=denominator)
         loss.backward()
         loss_sum += float(loss.detach())
-    return {"loss": loss_sum, "tokens": int(denominator), "padding_frac": padding}
+    return {"loss": loss_sum, "tokens": int(denominator), "padding_frac": padding_fraction(batches)}
 
 
 def train_sft(
