@@ -80,7 +80,9 @@ class Group:
     """All samples drawn for one prompt: the unit GRPO-style advantages are computed over.
 
     `prompt` is the rendered model input text and `prompt_ids` its token ids; `scores[i]` scores
-    `completions[i]` (empty until the verifier has run).
+    `completions[i]` (empty until the verifier has run).  `prefix` is the part of the R1 layout the
+    prompt left open (e.g. "<think>"), which grading prepends to each completion
+    (`rlvr.tasks.base.open_prefix`).
     """
 
     example: Example
@@ -88,6 +90,7 @@ class Group:
     prompt_ids: tuple[int, ...]
     completions: list[Completion]
     scores: list[Score] = field(default_factory=list)
+    prefix: str = ""
 
     @property
     def rewards(self) -> list[float]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from rlvr.evaluation.metrics import MetricValue, metric_value
 from rlvr.evaluation.voting import subsets
-from rlvr.tasks.base import Task
+from rlvr.tasks.base import Task, grade, open_prefix
 from rlvr.types import Completion, Example, Group
 
 Scorer = Callable[[Example, Completion], float]
@@ -38,11 +38,16 @@ def mean_logprob_scorer(example: Example, completion: Completion) -> float:
     return math.fsum(lps) / len(lps)
 
 
-def verifier_scorer(task: Task) -> Scorer:
-    """Score with the task's verifier (total reward): an oracle upper bound, equal to pass@N."""
+def verifier_scorer(task: Task, *, prefix: str | None = None) -> Scorer:
+    """Score with the task's verifier (total reward): an oracle upper bound, equal to pass@N.
+
+    Completions are graded after `prefix` (`rlvr.tasks.grade`): pass the groups' `Group.prefix`
+    for chat-template samples; None means the task's plain prompt's (`open_prefix(task.render(ex))`).
+    """
 
     def score(example: Example, completion: Completion) -> float:
-        return task.score(example, completion.text).total
+        opened = open_prefix(task.render(example)) if prefix is None else prefix
+        return grade(task, example, completion.text, prefix=opened).total
 
     return score
 

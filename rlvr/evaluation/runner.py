@@ -2,16 +2,20 @@
 
 `evaluate` takes the pieces (engine, tokenizer, task, examples); `run_eval` is what `rlvr eval`
 calls (loads the model from a directory); `make_eval_callback` is the trainer's periodic hook.
+Prompts are made by `rlvr.rollout.collect.render_prompt` and completions graded by
+`rlvr.tasks.grade` / `extract` after the prefix the prompt left open, exactly as in training, so a
+completion scores the same here, in `collect` and in `rlvr verify`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import inspect
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,8 +25,9 @@ from rlvr.evaluation.metrics import MetricValue, insufficient_samples, metric_va
 from rlvr.evaluation.result import EvalResult
 from rlvr.evaluation.voting import maj_at_k
 from rlvr.rollout.base import Engine, SamplingParams
-from rlvr.tasks.base import Task
-from rlvr.types import Completion, Example, Group, Score
+from rlvr.rollout.collect import Rendered, render_prompt
+from rlvr.tasks.base import Task, extract, grade
+from rlvr.types import Completion, Example, Group
 
 
 def evaluate(
@@ -48,15 +53,20 @@ def evaluate(
     (tokens); each a mean over problems with standard error and bootstrap CI.  `params.n` and
     `params.seed` are overridden: each generate call gets a seed derived from `seed`, the first
     example id and first sample index of its batch, so a resumed run issues the same calls.
+    Each cached sample records the prefix its prompt left open; a resumed cache whose prefix differs
+    from this run's prompt (another template or chat setting) is refused rather than misgraded.
     """
     _check_args(examples, n, ks, batch_size)
-    task = _grading_view(task) if chat_template else task
     cache = GenerationCache(cache_path)
     keys = _keys(
         engine.fingerprint(), task, examples, n, params_hash(params, chat_template=chat_template, seed=seed)
     )
-    _generate_missing(engine, tokenizer, task, examples, keys, cache, params, chat_template, seed, batch_size)
-    groups = [_scored_group(task, ex, [cache.get(k) for k in ex_keys]) for ex, ex_keys in zip(examples, keys)]
+    rendered = [render_prompt(tokenizer, task, ex, chat_template=chat_template) for ex in examples]
+    _generate_missing(engine, examples, rendered, keys, cache, params, seed, batch_size)
+    groups = [
+        _scored_group(task, ex, r, [cache.get(k) for k in ex_keys], cache_path)
+        for ex, r, ex_keys in zip(examples, rendered, keys)
+    ]
     metrics, per_example, notes = _metrics(task, groups, n, ks, seed, n_boot)
     config = {
         "task": task.name,
@@ -86,54 +96,17 @@ def _check_args(examples: Sequence[Example], n: int, ks: Sequence[int], batch_si
         raise ValueError(f"evaluate: example id {dup!r} appears twice; cache keys need unique example ids")
 
 
-def _grading_view(task: Task) -> Task:
-    """The task as it must grade chat-template completions: no template prefix prepended.
-
-    A plain-text template may end the prompt inside the R1 layout (e.g. after "<think>"), and the
-    task then prepends that prefix when grading; a chat prompt ends outside any tag, so tasks whose
-    `score` / `extract` take a `prefix` keyword get prefix="" (see rlvr.tasks.base).
-    """
-    if "prefix" not in inspect.signature(task.score).parameters:
-        return task
-    return _NoPrefix(task)
-
-
-class _NoPrefix:
-    def __init__(self, task: Any) -> None:
-        self._task, self.name = task, task.name
-
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(self._task, attr)
-
-    def score(self, example: Example, completion: str) -> Score:
-        return self._task.score(example, completion, prefix="")
-
-    def extract(self, completion: str) -> str | None:
-        return self._task.extract(completion, prefix="")
-
-
 def _keys(fp: str, task: Task, examples: Sequence[Example], n: int, phash: str) -> list[list[CacheKey]]:
     return [[CacheKey(fp, task.name, ex.id, i, phash) for i in range(n)] for ex in examples]
 
 
-def _prompt_ids(tokenizer: Any, task: Task, example: Example, chat_template: bool) -> list[int]:
-    if chat_template:
-        text = tokenizer.apply_chat_template(
-            task.messages(example), add_generation_prompt=True, tokenize=False
-        )
-        return list(tokenizer.encode(text, add_special_tokens=False))
-    return list(tokenizer.encode(task.render(example)))
-
-
 def _generate_missing(
     engine: Engine,
-    tokenizer: Any,
-    task: Task,
     examples: Sequence[Example],
+    rendered: Sequence[Rendered],
     keys: list[list[CacheKey]],
     cache: GenerationCache,
     params: SamplingParams,
-    chat_template: bool,
     seed: int,
     batch_size: int,
 ) -> None:
@@ -142,31 +115,29 @@ def _generate_missing(
     Examples with the same missing indices are batched together (in example order), one
     `engine.generate` call per batch with n = number of missing indices.
     """
-    todo = [(ex, cache.missing(ex_keys)) for ex, ex_keys in zip(examples, keys)]
-    todo = [(ex, miss) for ex, miss in todo if miss]
-    batches: list[list[tuple[Example, list[CacheKey]]]] = []
-    for ex, miss in todo:
+    todo = [(ex, r, cache.missing(ex_keys)) for ex, r, ex_keys in zip(examples, rendered, keys)]
+    batches: list[list[tuple[Example, Rendered, list[CacheKey]]]] = []
+    for ex, r, miss in (t for t in todo if t[2]):
         idx = [k.sample_index for k in miss]
         last = batches[-1] if batches else None
-        if last and len(last) < batch_size and [k.sample_index for k in last[0][1]] == idx:
-            last.append((ex, miss))
+        if last and len(last) < batch_size and [k.sample_index for k in last[0][2]] == idx:
+            last.append((ex, r, miss))
         else:
-            batches.append([(ex, miss)])
+            batches.append([(ex, r, miss)])
     for batch in batches:
-        first_ex, first_miss = batch[0]
+        first_ex, _, first_miss = batch[0]
         call_params = replace(
             params, n=len(first_miss), seed=_derive_seed(seed, first_ex.id, first_miss[0].sample_index)
         )
-        prompts = [_prompt_ids(tokenizer, task, ex, chat_template) for ex, _ in batch]
-        outputs = engine.generate(prompts, call_params)
+        outputs = engine.generate([r.ids for _, r, _ in batch], call_params)
         if len(outputs) != len(batch) or any(len(o) != call_params.n for o in outputs):
             raise RuntimeError(
                 f"engine.generate returned {[len(o) for o in outputs]} completions for {len(batch)} prompts; "
                 f"expected {call_params.n} each"
             )
         cache.put_many(
-            (key, _completion_record(c))
-            for (_, miss), comps in zip(batch, outputs)
+            (key, _completion_record(c, r.prefix))
+            for (_, r, miss), comps in zip(batch, outputs)
             for key, c in zip(miss, comps)
         )
 
@@ -176,20 +147,31 @@ def _derive_seed(seed: int, example_id: str, sample_index: int) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-def _completion_record(c: Completion) -> dict[str, Any]:
+def _completion_record(c: Completion, prefix: str) -> dict[str, Any]:
     return {
         "text": c.text,
         "token_ids": list(c.token_ids),
         "sampler_logprobs": None if c.sampler_logprobs is None else list(c.sampler_logprobs),
         "finish_reason": c.finish_reason,
+        "prefix": prefix,
     }
 
 
-def _scored_group(task: Task, example: Example, records: list[dict[str, Any] | None]) -> Group:
+def _scored_group(
+    task: Task, example: Example, r: Rendered, records: list[dict[str, Any] | None], cache_path: Any
+) -> Group:
+    """The example's samples graded after `r.prefix`; records from caches older than the prefix field
+    carry none and are graded with this prompt's."""
     comps = []
     for i, rec in enumerate(records):
         if rec is None:
             raise RuntimeError(f"evaluate: sample {i} of example {example.id!r} missing after generation")
+        if rec.get("prefix", r.prefix) != r.prefix:
+            raise ValueError(
+                f"{cache_path}: sample {i} of example {example.id!r} was generated after a prompt that left "
+                f"{rec['prefix']!r} open, but this run's prompt leaves {r.prefix!r} open (another template "
+                "or chat_template setting): delete the cache or pass another cache path"
+            )
         lps = rec.get("sampler_logprobs")
         comps.append(
             Completion(
@@ -199,8 +181,8 @@ def _scored_group(task: Task, example: Example, records: list[dict[str, Any] | N
                 finish_reason=rec.get("finish_reason", "stop"),
             )
         )
-    scores = [task.score(example, c.text) for c in comps]
-    return Group(example=example, prompt="", prompt_ids=(), completions=comps, scores=scores)
+    scores = [grade(task, example, c.text, prefix=r.prefix) for c in comps]
+    return Group(example, r.text, tuple(r.ids), comps, scores, prefix=r.prefix)
 
 
 def _metrics(
@@ -228,11 +210,12 @@ def _metrics(
 def _example_row(task: Task, g: Group, pass_ks: list[int], maj_ks: list[int], seed: int) -> dict[str, Any]:
     ex, n = g.example, g.size
     correct = [s.parts.get("accuracy", s.total) >= 0.5 for s in g.scores]
-    answers = [task.extract(c.text) for c in g.completions]
+    answers = [extract(task, c.text, prefix=g.prefix) for c in g.completions]
     formats = [s.parts["format"] for s in g.scores if "format" in s.parts]
     c = sum(correct)
     return {
         "example_id": ex.id,
+        "prefix": g.prefix,
         "n": n,
         "correct": c,
         "pass@k": {str(k): pass_at_k(n, c, k) for k in pass_ks},
@@ -251,35 +234,81 @@ def _example_row(task: Task, g: Group, pass_ks: list[int], maj_ks: list[int], se
 
 
 def make_eval_callback(
-    task: Task,
-    examples: Sequence[Example],
     *,
-    every: int,
-    n: int,
-    ks: Sequence[int],
-    params: SamplingParams,
-    tokenizer: Any,
+    samples: int = 4,
+    temperature: float = 1.0,
+    max_new_tokens: int = 256,
+    num_examples: int | None = None,
+    task: Task | None = None,
+    examples: Sequence[Example] | None = None,
+    split: str = "test",
     chat_template: bool = False,
+    top_p: float = 1.0,
+    stop_strings: Sequence[str] = (),
     seed: int = 0,
-) -> Callable[[int, Engine], dict[str, float]]:
-    """A trainer hook: at steps that are multiples of `every`, evaluate and return flat metrics.
+    batch_size: int = 32,
+    n_boot: int = 200,
+) -> Callable[[Any], dict[str, float]]:
+    """The trainer's in-training evaluation: `cb(ctx) -> {"pass@1": …, "pass@k": …, …}`.
 
-    Returns {"eval/pass@1": ..., "eval/avg@4": ..., ...} on eval steps and {} otherwise.  No
-    cache: the weights change between calls (the engine's fingerprint would change too).
+    `ctx` is duck-typed (the trainer's `CallbackContext`): `step`, `run_dir`, `model`, `tokenizer`,
+    `engine`, `task`, `final`.  Every call evaluates (when to call is the trainer's business:
+    `run.eval_every`, the final step): the first `num_examples` (None: all) of `examples`, or of
+    `task.examples(split)` with `task` defaulting to `ctx.task`; `samples` completions each at
+    `temperature` (stopping at the tokenizer's eos and `stop_strings`), `max_new_tokens` long.
+    It writes `run_dir/eval/step_{step:06d}.json` atomically (`EvalResult.save`) and returns the
+    metrics' point estimates under bare names (pass@1, pass@k and maj@k for k = samples, avg@k,
+    format_rate, mean_length); the trainer logs them as "eval/<name>".
+
+    Engine: `ctx.engine`, or where it is None (SFT) an `HFEngine` sharing `ctx.model`'s weights,
+    built on first use.  `ctx.model` is in eval mode while evaluating, its mode restored after.  Every
+    call uses the same `seed` (common random numbers: step-to-step changes are the model's), and no
+    generation cache (the weights change between calls).
     """
-    if every < 1:
-        raise ValueError(f"make_eval_callback: every must be >= 1 step, got {every}")
+    ks = sorted({1, samples})
+    built: dict[str, Any] = {}
 
-    def callback(step: int, engine: Engine) -> dict[str, float]:
-        if step % every != 0:
-            return {}
-        result = evaluate(
-            engine, tokenizer, task, examples, n=n, ks=ks, params=params, chat_template=chat_template,
-            seed=seed, n_boot=200,
+    def engine_for(ctx: Any) -> Engine:
+        if ctx.engine is not None:
+            return ctx.engine
+        if built.get("model") is not ctx.model:
+            from rlvr.rollout.hf import HFEngine  # lazy: torch stays out of metric-only imports
+
+            built.update(model=ctx.model, engine=HFEngine(ctx.model, ctx.tokenizer, share_weights=True))
+        return built["engine"]
+
+    def callback(ctx: Any) -> dict[str, float]:
+        the_task = task if task is not None else ctx.task
+        todo = list(examples if examples is not None else the_task.examples(split))[:num_examples]
+        eos = ctx.tokenizer.eos_token_id
+        params = SamplingParams(
+            temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+            stop_token_ids=() if eos is None else (int(eos),), stop_strings=tuple(stop_strings),
         )  # fmt: skip
-        return result.flat("eval/")
+        with _eval_mode(ctx.model):
+            result = evaluate(
+                engine_for(ctx), ctx.tokenizer, the_task, todo, n=samples, ks=ks, params=params,
+                chat_template=chat_template, seed=seed, batch_size=batch_size, n_boot=n_boot,
+            )  # fmt: skip
+        result.config.update({"step": int(ctx.step), "final": bool(ctx.final)})
+        result.save(Path(ctx.run_dir) / "eval" / f"step_{int(ctx.step):06d}.json")
+        return result.flat("")
 
     return callback
+
+
+@contextlib.contextmanager
+def _eval_mode(model: Any) -> Iterator[None]:
+    """`model.eval()` for the block (dropout off), then back to the mode it was in."""
+    training = getattr(model, "training", None)
+    if training is None:
+        yield
+        return
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(training)
 
 
 def run_eval(

@@ -1,8 +1,13 @@
-"""`collect`: the one place where tasks meet engines.
+"""`collect`: the one place where tasks meet engines; `render_prompt`: the one way prompts are made.
 
 Render each example, tokenise, call `engine.generate` ONCE for all examples (so an engine can
-batch every group together), score each completion with the task's verifier, and return one
-scored `Group` per example.
+batch every group together), grade each completion with `rlvr.tasks.grade` after the prefix the
+prompt left open, and return one scored `Group` per example.
+
+`render_prompt` is shared by training, evaluation and SFT data: it returns the prompt text, its
+token ids and its open prefix (`rlvr.tasks.base.open_prefix` of the text, so a plain template
+ending in "<think>" and a chat template whose generation prompt opens "<think>\\n" are graded the
+same way).
 
 Tokenisation (the BOS convention the trainer must follow):
 - plain rendering (`task.render`): `tokenizer(text)` with `add_special_tokens=True`, i.e. the
@@ -18,17 +23,28 @@ rather than re-tokenise text.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from rlvr.rollout.base import Engine, SamplingParams
-from rlvr.tasks.base import Task
+from rlvr.tasks.base import Task, grade, open_prefix
 from rlvr.types import Example, Group
 
 
-def render_prompt(
-    tokenizer: Any, task: Task, example: Example, *, chat_template: bool = False
-) -> tuple[str, list[int]]:
-    """The model input for `example` as (text, token ids), following the module's BOS convention."""
+class Rendered(NamedTuple):
+    """A rendered prompt: its text, its token ids (module BOS convention) and its open prefix."""
+
+    text: str
+    ids: list[int]
+    prefix: str
+
+
+def render_prompt(tokenizer: Any, task: Task, example: Example, *, chat_template: bool = False) -> Rendered:
+    """The model input for `example`: (text, token ids, the R1 prefix the text leaves open)."""
+    text, ids = _render(tokenizer, task, example, chat_template)
+    return Rendered(text, ids, open_prefix(text))
+
+
+def _render(tokenizer: Any, task: Task, example: Example, chat_template: bool) -> tuple[str, list[int]]:
     if chat_template:
         if getattr(tokenizer, "chat_template", None) is None:
             raise ValueError(
@@ -53,15 +69,15 @@ def collect(
 ) -> list[Group]:
     """Generate `params.n` completions per example and score them: one scored Group per example."""
     rendered = [render_prompt(tokenizer, task, ex, chat_template=chat_template) for ex in examples]
-    outputs = engine.generate([ids for _, ids in rendered], params)
+    outputs = engine.generate([r.ids for r in rendered], params)
     if len(outputs) != len(examples):
         raise RuntimeError(f"engine returned {len(outputs)} groups for {len(examples)} prompts")
     groups = []
-    for ex, (text, ids), completions in zip(examples, rendered, outputs):
+    for ex, r, completions in zip(examples, rendered, outputs):
         if len(completions) != params.n:
             raise RuntimeError(
                 f"engine returned {len(completions)} completions for example {ex.id}, expected {params.n}"
             )
-        scores = [task.score(ex, c.text) for c in completions]
-        groups.append(Group(ex, text, tuple(ids), list(completions), scores))
+        scores = [grade(task, ex, c.text, prefix=r.prefix) for c in completions]
+        groups.append(Group(ex, r.text, tuple(r.ids), list(completions), scores, prefix=r.prefix))
     return groups

@@ -3,6 +3,8 @@
 `TASKS` is the closed, greppable table of built-in tasks; `make_task(name, **kwargs)` builds one,
 checking the keyword arguments against what the task accepts.  A name of the form
 `"package.module:Class"` imports user code instead (the one escape hatch; no import-time magic).
+`grade` / `extract` (with the rendered prompt's `open_prefix`) are how every path grades a
+completion, and `sft_target` is the matching SFT completion (see `rlvr.tasks.base`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,19 @@ import inspect
 from typing import Any
 
 from rlvr.tasks.arithmetic import ArithmeticTask
-from rlvr.tasks.base import R1_SYSTEM_PROMPT, TEMPLATES, ProceduralTask, Task, Template, VerifiedTask
+from rlvr.tasks.base import (
+    R1_SYSTEM_PROMPT,
+    TEMPLATES,
+    ProceduralTask,
+    Task,
+    Template,
+    VerifiedTask,
+    continue_layout,
+    extract,
+    grade,
+    open_prefix,
+    sft_target,
+)
 from rlvr.tasks.countdown import CountdownTask
 from rlvr.tasks.files import FileTask
 from rlvr.tasks.sort import SortTask
@@ -37,7 +51,12 @@ __all__ = [
     "Template",
     "VerifiedTask",
     "accepted_kwargs",
+    "continue_layout",
+    "extract",
+    "grade",
     "make_task",
+    "open_prefix",
+    "sft_target",
 ]
 
 

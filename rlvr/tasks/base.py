@@ -1,20 +1,25 @@
 """The `Task` protocol: a task owns its data, its prompt template and its verifier.
 
 (After nanochat's `tasks/`.)  Tasks are torch-free; the rollout layer renders prompts through
-`render` and scores completions through `score`; evaluation votes over `extract` + `equivalent`.
+`render` / `messages` and grades completions through `grade` / `extract` (below); evaluation
+votes over `extract` + `equivalent`.
 
-Templates and the completion prefix.  A template may end the prompt inside the R1 layout, e.g.
-`"{question}\\n<think>"`: the model's completion then starts *inside* the think block.  The text
-the model wrote is graded as it reads after the prompt, so `score` and `extract` prepend the
-template's `prefix` ("<think>") before checking the format or locating the answer, and
-`solution()` returns the text the model should emit *after* `render(example)`:
-`task.prefix + task.solution(ex)` is the full `<think>…</think><answer>…</answer>` layout.
-The chat path (`messages`) never ends inside a tag; score its completions with `prefix=""`.
+The open prefix.  A rendered prompt may end inside the R1 layout: the "short" and "r1" templates
+end with `<think>`, and some chat templates (Qwen3's) end their generation prompt with
+`"<think>\\n"`.  The model's completion then starts *inside* the think block, and it is graded as it
+reads after the prompt: `open_prefix(prompt_text)` is the part of the layout the prompt leaves open,
+and `grade` / `extract` prepend it before checking the format or locating the answer.  It is derived
+from the rendered text itself, so plain and chat prompts agree by construction; the training,
+evaluation, SFT and `rlvr verify` paths all go through these functions.  `sft_target` is the text
+the model must emit after such a prompt: the full `<think>…</think><answer>…</answer>` layout
+minus what the prefix opened.  (`VerifiedTask.prefix`, the plain template's prefix, is what
+`open_prefix(task.render(example))` returns.)
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from rlvr.types import Example, Score
 from rlvr.verifiers.format import think_answer_format
-from rlvr.verifiers.region import extract_answer
+from rlvr.verifiers.region import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, extract_answer
 
 # The R1-style instruction (DeepSeek-R1 §2.2.1, Table 1), shortened for small models.
 R1_SYSTEM_PROMPT = (
@@ -60,6 +65,123 @@ class Task(Protocol):
     def extract(self, completion: str) -> str | None: ...
 
     def equivalent(self, a: str, b: str, example: Example) -> bool: ...
+
+
+def open_prefix(prompt_text: str) -> str:
+    """The part of the R1 layout a rendered prompt leaves open ("" when it ends outside any tag).
+
+    The prompt counts as ending inside the layout only when, trailing whitespace aside, it ends
+    with a tag: `<think>` (think open: "…<think>" gives "<think>", "…<think>\\n" gives
+    "<think>\\n"), `</think>` (think closed, answer not yet opened: the prefix starts at that
+    block's `<think>`, e.g. Qwen3's "<think>\\n\\n</think>\\n\\n"), or `<answer>` (the prefix starts
+    at the think block right before it, or at the `<answer>`).  Tags mentioned earlier in the
+    prompt (the R1 system prompt spells out the whole layout) do not count, and neither does
+    reasoning prefilled after an opening tag.  The prefix keeps its whitespace, exactly as the
+    model sees it, so `prefix + completion` is the text the model wrote after the layout began.
+    """
+    if not isinstance(prompt_text, str):
+        return ""
+    body = prompt_text.rstrip()
+    if body.endswith(THINK_OPEN):
+        start = len(body) - len(THINK_OPEN)
+    elif body.endswith(ANSWER_OPEN):
+        at = len(body) - len(ANSWER_OPEN)
+        think = _closed_think_start(body[:at])
+        start = at if think is None else think
+    elif (think := _closed_think_start(body)) is not None:
+        start = think
+    else:
+        return ""
+    return prompt_text[start:]
+
+
+def _closed_think_start(head: str) -> int | None:
+    """Where the think block that `head` ends with (trailing whitespace aside) starts, or None."""
+    head = head.rstrip()
+    if not head.endswith(THINK_CLOSE):
+        return None
+    close = len(head) - len(THINK_CLOSE)
+    opening = head.rfind(THINK_OPEN, 0, close)
+    return close if opening < 0 else opening
+
+
+def _last_tag(prefix: str) -> str | None:
+    """The last of the four R1 tags in `prefix` (None when it has none): what the prefix left open."""
+    found = {tag: prefix.rfind(tag) for tag in (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)}
+    tag, at = max(found.items(), key=lambda kv: kv[1])
+    return tag if at >= 0 else None
+
+
+def continue_layout(think: str, answer: str, prefix: str) -> str:
+    """`<think>{think}</think><answer>{answer}</answer>` minus the part `prefix` already opened.
+
+    After an open `<think>` the continuation is the reasoning onwards; after a closed think block
+    it is the answer block (the prompt's own reasoning stands); after `<answer>`, the answer.
+    """
+    tag = _last_tag(prefix)
+    if tag == THINK_OPEN:
+        return f"{think}{THINK_CLOSE}{ANSWER_OPEN}{answer}{ANSWER_CLOSE}"
+    if tag == THINK_CLOSE:
+        return f"{ANSWER_OPEN}{answer}{ANSWER_CLOSE}"
+    if tag == ANSWER_OPEN:
+        return f"{answer}{ANSWER_CLOSE}"
+    return f"{THINK_OPEN}{think}{THINK_CLOSE}{ANSWER_OPEN}{answer}{ANSWER_CLOSE}"
+
+
+def split_layout(full: str) -> tuple[str, str]:
+    """(think, answer) of a full `<think>…</think><answer>…</answer>` text; ValueError otherwise."""
+    t0, t1 = full.find(THINK_OPEN), full.find(THINK_CLOSE)
+    a0, a1 = full.find(ANSWER_OPEN), full.rfind(ANSWER_CLOSE)
+    if not 0 <= t0 < t1 < a0 < a1:
+        raise ValueError(f"not an R1 layout <think>…</think><answer>…</answer>: {full[:80]!r}")
+    return full[t0 + len(THINK_OPEN) : t1], full[a0 + len(ANSWER_OPEN) : a1]
+
+
+def sft_target(
+    task: Any, example: Example, prefix: str, rng: random.Random | None = None, noise: float = 0.0
+) -> str:
+    """What the model must emit after a prompt that left `prefix` open (`Rendered.prefix`): the
+    task's worked solution as the full R1 layout, minus the part `prefix` opened.
+
+    Works for any task with `solution(example, rng, noise)` (the text after its *plain* prompt,
+    `task.render(example)`); with the plain prompt's own prefix it returns that solution unchanged.
+    """
+    solve = getattr(task, "solution", None)
+    if solve is None:
+        raise ValueError(f"task {task.name!r} has no solution(): it cannot make SFT targets; use data.path")
+    full = open_prefix(task.render(example)) + solve(example, rng, noise)
+    try:
+        think, answer = split_layout(full)
+    except ValueError as err:
+        raise ValueError(f"task {task.name!r}: solution for example {example.id!r} is {err}") from None
+    return continue_layout(think, answer, prefix)
+
+
+def grade(task: Task, example: Example, completion: str, *, prefix: str) -> Score:
+    """The reward of `completion` written after a prompt that left `prefix` open.
+
+    Every path (training's `collect`, `evaluate`, `rlvr verify`) grades through here.  A task whose
+    `score` takes `prefix=` (every `VerifiedTask`) prepends it; a task that implements only the
+    protocol's `score(example, completion)` gets the completion as is and owns any prefix itself.
+    """
+    if _takes_prefix(task.score):
+        return task.score(example, completion, prefix=prefix)  # type: ignore[call-arg]
+    return task.score(example, completion)
+
+
+def extract(task: Task, completion: str, *, prefix: str) -> str | None:
+    """The answer `grade` would check (for maj@k votes): `task.extract` with `prefix`, as `grade`."""
+    if _takes_prefix(task.extract):
+        return task.extract(completion, prefix=prefix)  # type: ignore[call-arg]
+    return task.extract(completion)
+
+
+def _takes_prefix(fn: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "prefix" or p.kind is p.VAR_KEYWORD for p in params)
 
 
 @dataclass(frozen=True)
@@ -142,7 +264,7 @@ class VerifiedTask:
         ]
 
     def full_text(self, completion: str, prefix: str | None = None) -> str:
-        """The completion as graded: the template prefix (or `prefix`) followed by the model's text."""
+        """The completion as graded: `prefix` (default: the plain template's) then the model's text."""
         return (self.prefix if prefix is None else prefix) + (
             completion if isinstance(completion, str) else ""
         )
@@ -161,8 +283,7 @@ class VerifiedTask:
 
     def layout(self, think: str, answer: str) -> str:
         """The completion a solver emits after `render`: the R1 layout minus the template prefix."""
-        full = f"<think>{think}</think><answer>{answer}</answer>"
-        return full[len(self.prefix) :] if full.startswith(self.prefix) else full
+        return continue_layout(think, answer, self.prefix)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, template={self.template.name!r})"

@@ -2,9 +2,11 @@
 
 Each row has a "completion" and names its problem either by "example_id" (looked up among the
 task's train and test examples) or inline by "prompt" + "gold" (plus "meta" when the verifier needs
-it, e.g. countdown's numbers and target).  Completions are graded as the model emitted them after
-`task.render`, so the template prefix is prepended (pass `prefix=""` for chat-template
-completions or full texts that already open `<think>`).
+it, e.g. countdown's numbers and target).  Rows are graded with `rlvr.tasks.grade`, the function
+training and evaluation use, after the prefix the prompt left open: the row's own "prefix" field
+(the trainer's samples.jsonl rows carry it), else the `prefix` argument, else the prefix of the
+task's plain prompt (`open_prefix(task.render(example))`, "<think>" for the "short" template).
+Pass `prefix=""` for full texts that open `<think>` themselves.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from rlvr.tasks.base import SPLITS, Task
+from rlvr.tasks.base import SPLITS, Task, extract, grade, open_prefix
 from rlvr.tasks.files import DatasetError, read_jsonl
-from rlvr.types import Example, Score
+from rlvr.types import Example
 
 
 def _index(task: Task) -> dict[str, Example]:
@@ -52,16 +54,12 @@ def _example(loc: str, row: Any, lookup: Callable[[], dict[str, Example]], task:
     return Example(id=ex_id, prompt=row["prompt"], gold=row["gold"], meta=dict(meta))
 
 
-def _score(task: Task, ex: Example, completion: str, prefix: str | None) -> Score:
-    if prefix is None:
-        return task.score(ex, completion)
-    return task.score(ex, completion, prefix=prefix)  # type: ignore[call-arg]
-
-
-def _extract(task: Task, completion: str, prefix: str | None) -> str | None:
-    if prefix is None:
-        return task.extract(completion)
-    return task.extract(completion, prefix=prefix)  # type: ignore[call-arg]
+def _prefix(loc: str, row: dict[str, Any], task: Task, ex: Example, default: str | None) -> str:
+    if "prefix" in row:
+        if not isinstance(row["prefix"], str):
+            raise DatasetError(f"{loc}: field 'prefix' must be a string, got {type(row['prefix']).__name__}")
+        return row["prefix"]
+    return open_prefix(task.render(ex)) if default is None else default
 
 
 def verify_file(
@@ -69,9 +67,11 @@ def verify_file(
 ) -> dict[str, Any]:
     """Score every row of `path`; summary {"n", "mean_reward", "accuracy", "format_rate"}.
 
-    `output`, when given, receives one JSON row per input row (line, example_id, reward, parts,
-    answer).  A malformed row raises `DatasetError` naming the file, line and field; nothing is
-    written then.
+    `prefix`: what the prompts left open, for rows without a "prefix" field (None: the task's
+    plain-template prefix; see the module docstring).  `output`, when given, receives one JSON row
+    per input row (line, example_id, prefix, reward, parts, answer).  A malformed row raises
+    `DatasetError` naming the file, line and field; nothing is written then.  With no rows the
+    summary's means are None (JSON null), not NaN.
     """
     path = Path(path)
     if not path.is_file():
@@ -82,12 +82,14 @@ def verify_file(
         if isinstance(row, DatasetError):
             raise row
         ex = _example(loc, row, lookup, task)
-        score = _score(task, ex, row["completion"], prefix)
-        answer = _extract(task, row["completion"], prefix)
+        row_prefix = _prefix(loc, row, task, ex, prefix)
+        score = grade(task, ex, row["completion"], prefix=row_prefix)
+        answer = extract(task, row["completion"], prefix=row_prefix)
         rows.append(
             {
                 "line": int(loc.rsplit(":", 1)[1]),
                 "example_id": ex.id,
+                "prefix": row_prefix,
                 "reward": score.total,
                 "parts": dict(score.parts),
                 "answer": answer,
@@ -99,8 +101,8 @@ def verify_file(
         out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     n = len(rows)
 
-    def mean(values: list[float]) -> float:
-        return math.fsum(values) / n if n else float("nan")
+    def mean(values: list[float]) -> float | None:
+        return math.fsum(values) / n if n else None
 
     return {
         "n": n,

@@ -22,6 +22,9 @@ class CharTokenizer:
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return [ord(ch) for ch in text]
 
+    def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
+        return {"input_ids": self.encode(text, add_special_tokens)}
+
     def decode(self, ids: Sequence[int], skip_special_tokens: bool = False) -> str:
         return "".join(chr(i) for i in ids)
 
@@ -135,6 +138,8 @@ class ScriptedEngine(_CountingEngine):
 
 
 class ChatCharTokenizer(CharTokenizer):
+    chat_template = "role: content lines, then 'assistant: '"
+
     def apply_chat_template(
         self, messages, add_generation_prompt: bool = False, tokenize: bool = True
     ) -> str:

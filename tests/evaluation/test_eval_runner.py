@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -135,15 +136,38 @@ def test_save_writes_json_atomically(tmp_path):
     assert "pass@2" in result.table() and "maj@4" in result.table()
 
 
-def test_eval_callback_runs_every_n_steps():
+def ctx(tmp_path, engine, task, step=10, **kw):
+    """A stand-in for the trainer's CallbackContext (the callback only reads these attributes)."""
+    fields = dict(step=step, run_dir=tmp_path, model=None, tokenizer=CharTokenizer(), engine=engine, task=task,
+                  final=False)  # fmt: skip
+    return SimpleNamespace(**(fields | kw))
+
+
+def test_eval_callback_writes_step_json_and_returns_bare_metrics(tmp_path):
     task = AdditionTask(size=2)
-    cb = make_eval_callback(task, task.examples("test"), every=5, n=4, ks=[1, 4], params=PARAMS,
-                            tokenizer=CharTokenizer())  # fmt: skip
+    cb = make_eval_callback(samples=4, temperature=1.0, max_new_tokens=16)
     engine = ScriptedEngine(SCRIPT)
-    assert cb(3, engine) == {}
-    metrics = cb(10, engine)
-    assert metrics["eval/pass@1"] == pytest.approx(0.625) and "eval/maj@4" in metrics
-    assert engine.calls == 1
+    metrics = cb(ctx(tmp_path, engine, task, step=10))
+    assert engine.calls == 1 and engine.generated == 8  # every call evaluates: scheduling is the trainer's
+    assert metrics["pass@1"] == pytest.approx(0.625) and metrics["avg@4"] == pytest.approx(0.625)
+    assert {"pass@4", "maj@4", "format_rate", "mean_length"} <= set(metrics)
+    assert not any(k.startswith("eval/") for k in metrics)  # the trainer adds "eval/"
+    saved = json.loads((tmp_path / "eval" / "step_000010.json").read_text())
+    assert saved["metrics"]["pass@1"]["value"] == pytest.approx(0.625)
+    assert saved["config"]["step"] == 10 and saved["config"]["final"] is False
+    params = saved["config"]["params"]
+    assert params["temperature"] == 1.0 and params["max_new_tokens"] == 16
+    assert [p.name for p in (tmp_path / "eval").iterdir()] == ["step_000010.json"]  # atomic: no temp left
+
+
+def test_eval_callback_num_examples_and_explicit_examples(tmp_path):
+    task = AdditionTask(size=2)
+    first = make_eval_callback(samples=4, num_examples=1)(ctx(tmp_path, ScriptedEngine(SCRIPT), task, step=3))
+    assert first["pass@1"] == pytest.approx(1.0)  # only q0, which is always right
+    cb = make_eval_callback(samples=2, task=task, examples=task.examples("test")[1:])
+    out = cb(ctx(tmp_path, ScriptedEngine(SCRIPT), task=None, step=4, final=True))
+    assert out["pass@1"] == pytest.approx(0.5) and "pass@2" in out  # q1's first two samples: right, wrong
+    assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == ["step_000003.json", "step_000004.json"]
 
 
 def test_best_of_n_with_verifier_and_logprob_scorers():
