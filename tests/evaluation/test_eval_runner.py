@@ -197,3 +197,33 @@ def test_template_prefix_is_prepended_for_plain_prompts_only():
     res = evaluate(chat, ChatCharTokenizer(), task, task.examples("test"), n=1, ks=[1], params=PARAMS,
                    chat_template=True)  # fmt: skip
     assert res.metrics["pass@1"].value == 1.0 and res.per_example[1]["answers"] == ["2"]
+
+
+class OtherLayoutTask(PrefixAdditionTask):
+    """The same task name and ids, but a prompt that leaves nothing open (as another template would)."""
+
+    def render(self, example):
+        return f"Q: {example.prompt} A:"
+
+
+def test_cache_records_the_prefix_and_refuses_another_prompt_layout(tmp_path):
+    task, cache = PrefixAdditionTask(size=2), tmp_path / "c.jsonl"
+    script = {"Q: 0+0 A:<answer>": ["0</answer>"] * 2, "Q: 1+1 A:<answer>": ["2</answer>"] * 2}
+    first = evaluate(ScriptedEngine(script), CharTokenizer(), task, task.examples("test"), n=2, ks=[1],
+                     params=PARAMS, cache_path=cache)  # fmt: skip
+    assert first.metrics["format_rate"].value == 1.0 and first.per_example[0]["prefix"] == "<answer>"
+    assert all(json.loads(line)["record"]["prefix"] == "<answer>" for line in cache.read_text().splitlines())
+    assert first.groups[0].prefix == "<answer>" and first.groups[0].prompt == "Q: 0+0 A:<answer>"
+    other = OtherLayoutTask(size=2)
+    with pytest.raises(ValueError, match=r"left '<answer>' open, but this run's prompt leaves '' open"):
+        evaluate(ScriptedEngine(script), CharTokenizer(), other, other.examples("test"), n=2, ks=[1],
+                 params=PARAMS, cache_path=cache)  # fmt: skip
+    # a cache written before records carried the prefix is graded with this run's prompt
+    rows = [json.loads(line) for line in cache.read_text().splitlines()]
+    for row in rows:
+        del row["record"]["prefix"]
+    cache.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    engine = ScriptedEngine(script)
+    resumed = evaluate(engine, CharTokenizer(), task, task.examples("test"), n=2, ks=[1], params=PARAMS,
+                       cache_path=cache)  # fmt: skip
+    assert engine.calls == 0 and resumed.per_example == first.per_example

@@ -84,6 +84,7 @@ def test_collect_returns_scored_groups(tok):
     assert g1.prompt == "Q: say 1\nA: " and g1.prompt_ids == tuple(tok("Q: say 1\nA: ")["input_ids"])
     assert g1.prompt_ids[0] == tok.bos_token_id
     assert g1.rewards == pytest.approx([1.2, 0.0])  # accuracy 1 + 0.2 * format 1; neither
+    assert g1.prefix == ""  # "A: " ends outside any tag
     assert groups[0].rewards == pytest.approx([0.2, 0.0])  # gold "0" absent, format present
     assert all(g.size == 2 and len(g.scores) == 2 for g in groups)
 
@@ -91,8 +92,8 @@ def test_collect_returns_scored_groups(tok):
 def test_collect_with_chat_template_and_hf_engine(tok):
     task = EchoTask()
     ex = task.examples("test")[:2]
-    text, ids = render_prompt(tok, task, ex[0], chat_template=True)
-    assert text == "<s>user: say 0\nassistant: " and ids.count(tok.bos_token_id) == 1
+    text, ids, prefix = render_prompt(tok, task, ex[0], chat_template=True)
+    assert text == "<s>user: say 0\nassistant: " and ids.count(tok.bos_token_id) == 1 and prefix == ""
     eng = HFEngine(build_model("1m", tok, seed=0), tok, dtype=torch.float32)
     params = SamplingParams(n=3, max_new_tokens=6, seed=0)
     groups = collect(eng, tok, task, ex, params, chat_template=True)
@@ -102,3 +103,18 @@ def test_collect_with_chat_template_and_hf_engine(tok):
             assert c.text == tok.decode([t for t in c.token_ids if t != tok.eos_token_id])
             assert s == task.score(g.example, c.text)
     assert collect(eng, tok, task, ex, params, chat_template=True)[0].completions == groups[0].completions
+
+
+def test_render_prompt_returns_the_open_prefix_and_collect_grades_after_it(tok):
+    from rlvr.tasks.sort import SortTask
+
+    task = SortTask(n_train=4, n_test=2)
+    ex = task.examples("train")[:2]
+    r = render_prompt(tok, task, ex[0])
+    assert r.text == task.render(ex[0]) and r.prefix == "<think>" and r.ids == tok(r.text)["input_ids"]
+    assert render_prompt(tok, task, ex[0])[1] == r.ids  # positional access, as trainer.build uses
+    solution = {tuple(render_prompt(tok, task, e).ids): task.solution(e) for e in ex}
+    eng = FakeEngine(lambda p, k: solution[p], tokenizer=tok)
+    groups = collect(eng, tok, task, ex, SamplingParams(n=2, max_new_tokens=200))
+    assert all(g.prefix == "<think>" for g in groups)
+    assert all(s.parts == {"accuracy": 1.0, "format": 1.0} for g in groups for s in g.scores)

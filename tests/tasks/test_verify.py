@@ -82,3 +82,30 @@ def test_errors_name_the_line_and_nothing_is_written(tmp_path, row, message):
 def test_missing_file(tmp_path):
     with pytest.raises(DatasetError, match=r"completions file .*none.jsonl does not exist"):
         verify_file(SortTask(n_train=5, n_test=2), tmp_path / "none.jsonl")
+
+
+def test_row_prefix_field_wins_over_the_argument_and_the_template(tmp_path):
+    task = SortTask(n_train=5, n_test=2)
+    ex = task.examples("train")[0]
+    sol = task.solution(ex)  # written after the "short" prompt's "<think>"
+    rows = [
+        {"example_id": ex.id, "completion": sol},  # no field: the plain template's "<think>"
+        {"example_id": ex.id, "completion": sol, "prefix": "<think>\n"},  # a thinking chat template
+        {"example_id": ex.id, "completion": "<think>" + sol, "prefix": ""},  # a chat prompt ending outside
+    ]
+    p = write(tmp_path / "c.jsonl", rows)
+    out = tmp_path / "rows.jsonl"
+    assert verify_file(task, p, output=out)["format_rate"] == 1.0
+    prefixes = [json.loads(line)["prefix"] for line in out.read_text().splitlines()]
+    assert prefixes == ["<think>", "<think>\n", ""]
+    # the argument applies to rows without the field only
+    assert verify_file(task, p, prefix="")["format_rate"] == pytest.approx(2 / 3)
+    bad = write(tmp_path / "bad.jsonl", [{"example_id": ex.id, "completion": sol, "prefix": 1}])
+    with pytest.raises(DatasetError, match=r"bad.jsonl:1: field 'prefix' must be a string, got int"):
+        verify_file(task, bad)
+
+
+def test_empty_file_gives_null_means_not_nan(tmp_path):
+    summary = verify_file(SortTask(n_train=5, n_test=2), write(tmp_path / "empty.jsonl", []))
+    assert summary == {"n": 0, "mean_reward": None, "accuracy": None, "format_rate": None}
+    assert json.loads(json.dumps(summary, allow_nan=False)) == summary  # valid JSON
