@@ -11,7 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rlvr.verifiers.code import STATUSES, CodeResult, extract_code, run_io, run_tests
+from rlvr.verifiers.code import STATUSES, CodeResult, extract_code, run_io, run_tests, sandbox_available
+
+pytestmark = pytest.mark.skipif(
+    not sandbox_available()[0], reason=f"no bwrap sandbox: {sandbox_available()[1]}"
+)
 
 DOUBLE = "def f(x):\n    return 2 * x\n"
 TESTS = "assert f(2) == 4\nassert f(3) == 6\n"
@@ -22,7 +26,7 @@ def run(program: str, tests: str = TESTS, **kw) -> CodeResult:
     return run_tests(program, tests, timeout_s=kw.pop("timeout_s", 3.0), **kw)
 
 
-# (id, program, tests, expected status) -- legit programs that must PASS (false negatives matter)
+# (id, program, tests) -- legit programs that must PASS (false negatives matter)
 LEGIT = [
     ("plain", DOUBLE, TESTS),
     ("int_vs_float", DOUBLE, "assert f(2) == 4.0"),  # 4 == 4.0 as in Python
@@ -75,13 +79,19 @@ LEGIT = [
 def test_legit_programs_pass(program: str, tests: str) -> None:
     r = run(program, tests)
     assert (r.passed, r.status, r.reward) == (True, "passed", 1.0), r
+    assert r.sandboxed
+    # tests that compare the program's own class instances cannot be split: weaker, and said so
+    weak = "== N(" in tests or "== P(" in tests
+    assert r.guarantee == ("in_sandbox_judge" if weak else "parent_judge"), r
 
 
-# (id, program, tests, expected status) -- every one is a WRONG solution dressed up with a hack
+# (id, program, tests, expected status) -- every one is a WRONG solution dressed up with a hack.
+# Most of them are harmless now: the program runs in the sandbox with nothing to forge, the tests
+# run in the parent, and `f` is missing or wrong, so the tests fail ("failed").
 HACKS = [
-    ("sys_exit_early", "import sys\nsys.exit(0)\n" + DOUBLE, TESTS, "failed"),  # f never defined
+    ("sys_exit_early", "import sys\nsys.exit(0)\n" + DOUBLE, TESTS, "failed"),
     ("raise_systemexit", "raise SystemExit\n", TESTS, "failed"),
-    ("os_exit_early", "import os\nos._exit(0)\n", TESTS, "no_signal"),  # exit 0, but no DONE line
+    ("os_exit_early", "import os\nos._exit(0)\n", TESTS, "no_signal"),
     ("exit_inside_function", "import os\ndef f(x): os._exit(0)", TESTS, "no_signal"),
     ("always_equal", ALWAYS_EQ + "def f(x): return A()", TESTS, "failed"),
     ("always_equal_in_list", ALWAYS_EQ + "def f(x): return [A(), A()]", "assert f(0) == [1, 2]", "failed"),
@@ -120,7 +130,7 @@ HACKS = [
         "patch_own_builtins_dict",
         "__builtins__['all'] = lambda *a: True\ndef f(x): return 0",
         "assert all([f(1) == 2])",
-        "failed",
+        "error",
     ),
     (
         "patch_assertionerror",
@@ -150,41 +160,41 @@ HACKS = [
         "forge_audit_event",
         "import sys\nsys.audit('rlvr.done', 2, 2, 0)\nimport os\nos._exit(0)",
         TESTS,
-        "error",
+        "no_signal",
     ),
-    ("rerun_harness_main", "import sys\nsys.modules['__main__'].main()\n", TESTS, "error"),
-    ("frame_walk_getframe", "import sys\nsys._getframe(1).f_locals\n", TESTS, "error"),
-    ("frame_walk_inspect", "import inspect\ninspect.currentframe().f_back\n", TESTS, "error"),
+    ("rerun_harness_main", "import sys\nsys.modules['__main__'].main()\n", TESTS, "timeout"),
+    ("frame_walk_getframe", "import sys\nsys._getframe(1).f_locals\n", TESTS, "failed"),
+    ("frame_walk_inspect", "import inspect\ninspect.currentframe().f_back\n", TESTS, "failed"),
     (
         "frame_walk_traceback",
         "try:\n    1 / 0\nexcept Exception as e:\n    e.__traceback__.tb_frame\n",
         TESTS,
-        "error",
+        "failed",
     ),
-    ("gc_walk", "import gc\ngc.get_objects()\n", TESTS, "error"),
-    ("settrace_skip", "import sys\nsys.settrace(lambda *a: None)\n", TESTS, "error"),
-    ("ctypes", "import ctypes\n", TESTS, "error"),
+    ("gc_walk", "import gc\ngc.get_objects()\n", TESTS, "failed"),
+    ("settrace_skip", "import sys\nsys.settrace(lambda *a: None)\n", TESTS, "failed"),
+    ("ctypes", "import ctypes\n", TESTS, "failed"),
     (
         "disarm_hook_globals",
         "import sys\nm = sys.modules['__main__']\nm._DENY_EVENTS = frozenset()\nm._DENY_IMPORTS = ()\nimport ctypes\n",
         TESTS,
-        "error",
+        "failed",
     ),
-    ("read_own_memory", "open('/proc/self/mem', 'rb')\n", TESTS, "error"),
-    ("kill_parent", "import os\nos.kill(os.getppid(), 9)\n", TESTS, "error"),
-    ("kill_group", "import os\nos.killpg(0, 9)\n", TESTS, "error"),
+    ("read_own_memory", "open('/proc/self/mem', 'rb')\n", TESTS, "failed"),
+    ("kill_parent", "import os\nos.kill(os.getppid(), 9)\n", TESTS, "failed"),
+    ("kill_group", "import os\nos.killpg(0, 9)\n", TESTS, "killed"),
     ("fork_bomb", "import os\nwhile True:\n    os.fork()\n", TESTS, "error"),
     ("subprocess", "import subprocess\nsubprocess.run(['sh', '-c', 'echo hi'])\n", TESTS, "error"),
-    ("thread", "import threading\nthreading.Thread(target=print).start()\n", TESTS, "error"),
-    ("raw_thread", "import _thread\n_thread.start_new_thread(print, ())\n", TESTS, "error"),
-    ("fresh_thread_module", "import sys\ndel sys.modules['_thread']\nimport _thread\n", TESTS, "error"),
+    ("thread", "import threading\nthreading.Thread(target=print).start()\n", TESTS, "failed"),
+    ("raw_thread", "import _thread\n_thread.start_new_thread(print, ())\n", TESTS, "failed"),
+    ("fresh_thread_module", "import sys\ndel sys.modules['_thread']\nimport _thread\n", TESTS, "failed"),
     (
         "marshal_code",
         "import marshal\nmarshal.loads(marshal.dumps(compile('1', 'x', 'exec')))\n",
         TESTS,
-        "error",
+        "failed",
     ),
-    ("code_replace", "def g(): pass\ng.__code__.replace(co_code=b'')\n", TESTS, "error"),
+    ("code_replace", "def g(): pass\ng.__code__.replace(co_code=b'')\n", TESTS, "failed"),
     ("recursion", "def r(n): return r(n + 1)\nr(0)\n", TESTS, "error"),
     ("syntax_error", "def f(x) return 2 * x\n", TESTS, "error"),
     ("segfault", "import faulthandler\nfaulthandler._sigsegv()\n", TESTS, "crashed"),
@@ -227,33 +237,37 @@ def test_output_flood_is_capped_and_fast() -> None:
 
 def test_env_secret_not_visible(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RLVR_FAKE_SECRET", "hunter2")
-    program = "import os\nprint(sorted(os.environ))\nprint(os.environ.get('RLVR_FAKE_SECRET'))\n"
-    r = run(
-        program,
-        "import os\nassert 'RLVR_FAKE_SECRET' not in dict(os.environ)\nassert 'PATH' in dict(os.environ)\n",
+    program = (
+        "import os\nprint(sorted(os.environ))\n"
+        "def f(x):\n    return (sorted(os.environ), os.environ.get('RLVR_FAKE_SECRET'))\n"
     )
+    r = run(program, "names, secret = f(0)\nassert secret is None\nassert 'PATH' in names\n")
     assert r.passed, r
     assert "hunter2" not in r.stdout_tail and "RLVR_FAKE_SECRET" not in r.stdout_tail
 
 
-def test_writes_outside_scratch_are_blocked() -> None:
-    target = f"/tmp/rlvr-pwned-{uuid.uuid4().hex}"
+def test_writes_never_reach_the_host() -> None:
+    target = f"/tmp/rlvr-pwned-{uuid.uuid4().hex}"  # inside, /tmp is the sandbox's own tmpfs
     for program in (
         f"open({target!r}, 'w').write('x')",
         f"import os\nos.open({target!r}, os.O_CREAT | os.O_WRONLY)",
     ):
         r = run(program + "\ndef f(x): return 2 * x\n")
-        assert r.status == "error" and not os.path.exists(target), r
+        assert r.passed and not os.path.exists(target), r
+    for path in ("/pwned", "/usr/lib/pwned", "/proc/sys/kernel/hostname"):
+        r = run(f"open({path!r}, 'w').write('x')\n" + DOUBLE)
+        assert r.status == "error", r
+    assert not os.path.exists("/pwned") and not os.path.exists("/usr/lib/pwned")
 
 
-def test_read_only_root_even_without_the_hook() -> None:
-    # the mount namespace itself refuses writes: probe with a test that checks os.access-free behaviour
-    r = run(
-        DOUBLE,
-        "import os\nassert os.statvfs('/').f_flag & os.ST_RDONLY\nassert not os.statvfs('.').f_flag & os.ST_RDONLY\n",
+def test_root_is_read_only_and_scratch_is_writable() -> None:
+    program = (
+        "import os\n"
+        "def f():\n"
+        "    open('x.txt', 'w').write('hi')\n"
+        "    return (bool(os.statvfs('/').f_flag & os.ST_RDONLY), os.getcwd(), open('x.txt').read())\n"
     )
-    if "fs_readonly" not in r.isolation:
-        pytest.skip("no mount namespace on this machine")
+    r = run(program, "assert f() == (True, '/tmp', 'hi')")
     assert r.passed, r
 
 
@@ -264,11 +278,13 @@ def test_network_is_unreachable() -> None:
     server.setblocking(False)
     port = server.getsockname()[1]
     try:
-        probe = f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=1)\n    ok = False\nexcept OSError:\n    ok = True\n"
-        for namespaces in (True, False):  # netns and the audit hook each refuse on their own
-            r = run_tests(probe, "assert ok\n", timeout_s=3.0, namespaces=namespaces)
-            assert r.passed, r
-            assert ("netns" in r.isolation) == (namespaces and "netns" in run(DOUBLE).isolation)
+        probe = (
+            "import socket\ndef f():\n    try:\n"
+            f"        socket.create_connection(('127.0.0.1', {port}), timeout=1)\n        return 'connected'\n"
+            "    except OSError as e:\n        return type(e).__name__\n"
+        )
+        r = run(probe, "assert f() != 'connected'\n")
+        assert r.passed, r
         with pytest.raises(BlockingIOError):
             server.accept()  # nobody got through
     finally:
@@ -278,17 +294,17 @@ def test_network_is_unreachable() -> None:
 def test_isolation_reported() -> None:
     r = run(DOUBLE)
     for layer in (
-        "process_group",
-        "wall_timeout",
-        "output_cap",
-        "tmpdir",
-        "env_scrubbed",
-        "rlimits",
-        "audit_hook",
-    ):
-        assert layer in r.isolation
-    plain = run_tests(DOUBLE, TESTS, namespaces=False)
-    assert plain.passed and not {"netns", "pidns", "mountns", "fs_readonly"} & set(plain.isolation)
+        "bwrap", "userns", "pidns", "netns", "mountns", "cap_drop_all", "seccomp", "ro_minimal_root",
+        "tmpfs_scratch", "fresh_proc", "unprivileged_host_uid", "rlimits", "wall_timeout", "env_scrubbed",
+    ):  # fmt: skip
+        assert layer in r.isolation, layer
+    assert r.sandboxed and r.guarantee == "parent_judge"
+
+
+def test_unsafe_opt_in_is_reported() -> None:
+    r = run_tests(DOUBLE, TESTS, allow_unsafe_no_sandbox=True)
+    assert r.passed  # bwrap works here, so the opt-in changes nothing
+    assert r.sandboxed
 
 
 IO_CASES = [
