@@ -69,9 +69,9 @@ def _imports() -> tuple[Any, Any] | str:
 
 def build_config(spec: Spec, out_dir: str) -> Any:
     from rlvr.config import (
+        AdamWConfig,
         AlgorithmConfig,
         ModelConfig,
-        OptimConfig,
         RLConfig,
         RolloutConfig,
         RunConfig,
@@ -89,8 +89,8 @@ def build_config(spec: Spec, out_dir: str) -> Any:
             max_new_tokens=spec.new_tokens,
             min_new_tokens=spec.new_tokens,
         ),
-        algorithm=AlgorithmConfig(beta=spec.beta, mu=1),
-        optim=OptimConfig(lr=spec.lr, micro_batch_size=samples),  # one micro-batch, like TRL's setting
+        algorithm=AlgorithmConfig(kl={"beta": spec.beta}, mu=1),
+        optim=AdamWConfig(lr=spec.lr, micro_batch_size=samples),  # one micro-batch, like TRL's setting
         run=RunConfig(
             out_dir=out_dir,
             steps=spec.total_steps,

@@ -41,7 +41,7 @@ def test_plans_expand_to_valid_configs(name: str, tmp_path: Path) -> None:
     assert isinstance(sft, SFTConfig) and isinstance(rl, RLConfig)
     assert sft.run.out_dir == str(tmp_path / "sft") and rl.run.out_dir == str(tmp_path)
     assert sft.data.noise == plan.sft_noise > 0  # the cold start is deliberately imperfect
-    assert rl.algorithm.advantage == "grpo" and rl.algorithm.beta == 0.0
+    assert rl.algorithm.advantage.type == "grpo" and rl.algorithm.kl.beta == 0.0
     assert rl.rollout.samples_per_step == plan.group_size * plan.prompts_per_step
     assert sft.task.kwargs["seed"] == rl.task.kwargs["seed"] == 5  # same problems in both stages
     assert sft.run.threads == rl.run.threads == plan.threads

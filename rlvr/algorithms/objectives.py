@@ -1,5 +1,9 @@
 """Policy-gradient objectives: per-token losses to MINIMISE, plus detached metrics.
 
+Hyper-parameters without a default here are required: their defaults live once, on the config
+section of the objective (`rlvr.config.parts`), which binds them.  `ppo_clip` keeps its 0.2 / 0.2
+defaults because DESIGN.md's contract names them.
+
 Every objective takes `logprobs [B, T]` (current policy, with grad), `advantages` `[B]`
 (per sequence, broadcast over tokens) or `[B, T]`, and keyword hyper-parameters, and returns
 `(loss [B, T], metrics)`.  Call them with keywords (`fn(logprobs=..., old_logprobs=...,
@@ -99,8 +103,8 @@ def gspo(
     advantages: Tensor,  # [B] or [B, T]
     *,
     loss_mask: Tensor,  # [B, T]
-    clip_low: float = 3e-4,
-    clip_high: float = 4e-4,
+    clip_low: float,  # the paper's 3e-4 / 4e-4 are the defaults of the config's GSPO section
+    clip_high: float,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """GSPO (Zheng et al. 2025, "Group Sequence Policy Optimization", arXiv:2507.18071), GSPO-token form.
 
@@ -133,8 +137,8 @@ def cispo(
     old_logprobs: Tensor,  # [B, T]
     advantages: Tensor,  # [B] or [B, T]
     *,
-    clip_low: float | None = None,
-    clip_high: float = 0.2,
+    clip_low: float | None,  # None: no lower bound (the config's CISPO section default)
+    clip_high: float,
     loss_mask: Tensor | None = None,  # [B, T]; used for metrics only
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """CISPO (MiniMax 2025, "MiniMax-M1", arXiv:2506.13585, eq. 4): `-sg[clip(r)] * A * logp`.

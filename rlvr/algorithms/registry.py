@@ -17,13 +17,15 @@ Nothing is registered at import time by side effect; adding a built-in means add
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from rlvr.algorithms import advantages, kl, objectives
 from rlvr.algorithms.aggregate import AGGREGATION_MODES
 
-__all__ = ["ADVANTAGES", "AGGREGATIONS", "KINDS", "KL_ESTIMATORS", "OBJECTIVES", "resolve", "validate_name"]
+__all__ = ["ADVANTAGES", "AGGREGATIONS", "KINDS", "KL_ESTIMATORS", "OBJECTIVES", "check_settings", "resolve",
+           "validate_name"]
 
 ADVANTAGES: Mapping[str, Callable[..., Any]] = {
     "grpo": advantages.grpo,
@@ -94,6 +96,33 @@ def resolve(kind: str, name: str) -> Callable[..., Any]:
     raise ValueError(
         f"unknown {kind} {name!r}; choose one of {sorted(table)} or give a custom 'package.module:function'"
     )
+
+
+_CALLS: Mapping[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
+    "advantage": ((None, None), {}),
+    "objective": ((), {"logprobs": None, "old_logprobs": None, "advantages": None, "loss_mask": None}),
+    "kl": ((None, None), {}),
+    "aggregation": ((None, None), {"denominator": None}),
+}
+
+
+def check_settings(kind: str, name: str, fn: Callable[..., Any], settings: Mapping[str, Any]) -> None:
+    """Config-time check that `fn` accepts its kind's call convention plus `settings` as keywords.
+
+    So a user function with a misspelt or missing keyword fails when the config loads, naming the
+    function and the keyword, not at the first training step.
+    """
+    kind = _ALIASES.get(kind, kind)
+    args, kwargs = _CALLS[kind]
+    try:
+        inspect.signature(fn).bind(*args, **kwargs, **settings)
+    except TypeError as exc:
+        raise ValueError(
+            f"{kind} {name!r} cannot be called as fn({', '.join([*(['_'] * len(args)), *kwargs])}, "
+            f"**{dict(settings)}): {exc}"
+        ) from None
+    except ValueError:  # builtins without a signature: nothing to check
+        return
 
 
 def validate_name(kind: str, name: str) -> None:

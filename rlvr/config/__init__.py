@@ -2,17 +2,21 @@
 
     config = load_config("examples/tiny_grpo.toml", ["optim.lr=3e-4", "run.steps=20"])
 
-`RLConfig` (`rlvr train`) and `SFTConfig` (`rlvr sft`) are told apart by the top-level `kind` key.
+A stage config per top-level `kind` ("rl": `RLConfig`, "sft": `SFTConfig`); `rlvr train` runs any kind.
+Pluggable parts (advantage, objective, KL, aggregation, correction, engine, optimizer) are sections
+with a `type` key that owns their defaults (`rlvr.config.parts`).
 Cross-field checks run at load time and raise `ConfigError` naming the key and the fix.
 """
 
 from __future__ import annotations
 
 from rlvr.config.load import ConfigError, apply_overrides, load_config, parse_config, save_config
-from rlvr.config.runs import Config, RLConfig, SFTConfig
+from rlvr.config.runs import STAGES, Config, RLConfig, SFTConfig
 from rlvr.config.sections import (
     PRESETS,
+    AdamWConfig,
     AlgorithmConfig,
+    EngineConfig,
     EvalConfig,
     ModelConfig,
     OptimConfig,
@@ -24,9 +28,12 @@ from rlvr.config.sections import (
 
 __all__ = [
     "PRESETS",
+    "STAGES",
+    "AdamWConfig",
     "AlgorithmConfig",
     "Config",
     "ConfigError",
+    "EngineConfig",
     "EvalConfig",
     "ModelConfig",
     "OptimConfig",

@@ -12,15 +12,16 @@ import json
 import os
 import tempfile
 import tomllib
+import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from rlvr.config.runs import Config, RLConfig, SFTConfig
+from rlvr.config.runs import PLANNED_STAGES, STAGES, Config
 
-KINDS: dict[str, type[BaseModel]] = {"rl": RLConfig, "sft": SFTConfig}
+KINDS = STAGES
 
 
 class ConfigError(ValueError):
@@ -50,30 +51,44 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
                 raise ConfigError(
                     f"override {item!r}: {'.'.join(parents[: i + 1])} is a value, not a section"
                 )
-        node[leaf] = _parse_value(value.strip())
+        node[leaf] = _parse_value(value.strip()) if value.strip() else None  # "key=" clears an optional key
     return out
 
 
-def _fields_at(model: type[BaseModel], loc: Sequence[Any]) -> list[str]:
-    """Field names valid at the parent location of `loc` (for did-you-mean)."""
-    current: Any = model
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (through Optional, unions and Annotated)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def _walk(model: type[BaseModel], loc: Sequence[Any]) -> tuple[list[str], list[type[BaseModel]]]:
+    """(`loc` without the type tags pydantic puts in paths through typed parts, the models that the
+    location's parent can be).  The models list is empty when the path leaves the config's models."""
+    current: list[type[BaseModel]] = [model]
+    kept: list[str] = []
     for part in loc[:-1]:
-        field = getattr(current, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        ann = field.annotation
-        candidates = [ann, *getattr(ann, "__args__", ())]
-        current = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
-        if current is None:
-            return []
-    return list(getattr(current, "model_fields", {}))
+        fields = [m.model_fields[part] for m in current if part in m.model_fields]
+        if fields:
+            kept.append(part)
+            current = [m for f in fields for m in _models_in(f.annotation)]
+            continue
+        tagged = [m for m in current if "type" in m.model_fields and m.model_fields["type"].default == part]
+        if not tagged and part != "custom":
+            return [*kept, *map(str, loc[len(kept):])], []
+        current = tagged or [m for m in current if "kwargs" in m.model_fields] or current
+    return [*kept, *map(str, loc[-1:])], current
 
 
 def _describe(model: type[BaseModel], err: Mapping[str, Any]) -> str:
-    loc = [str(p) for p in err["loc"]]
+    loc, models = _walk(model, [str(p) for p in err["loc"]])
     key = ".".join(loc) or "(top level)"
+    if err["type"] == "union_tag_invalid":
+        tags = err.get("ctx", {}).get("expected_tags", "")
+        return (f"config key {key}.type = {err['ctx'].get('tag')!r} is unknown; choose one of {tags} "
+                "(custom: 'package.module:function')")  # fmt: skip
     if err["type"] == "extra_forbidden":
-        known = _fields_at(model, loc)
+        known = sorted({name for m in models for name in m.model_fields})
         close = difflib.get_close_matches(loc[-1], known, n=1)
         hint = f"; did you mean {'.'.join([*loc[:-1], close[0]])!r}?" if close else ""
         return f"unknown config key {key!r}{hint} (valid keys here: {', '.join(sorted(known))})"
@@ -87,6 +102,9 @@ def _describe(model: type[BaseModel], err: Mapping[str, Any]) -> str:
 def parse_config(data: Mapping[str, Any], *, kind: str | None = None, source: str = "config") -> Config:
     """Validate a plain dict; `kind` ("rl" / "sft") is the default when the data has no `kind` key."""
     kind = str(data.get("kind", kind or "rl"))
+    if kind in PLANNED_STAGES:
+        raise ConfigError(f"{source}: kind = {kind!r}: {PLANNED_STAGES[kind]} is not available yet; "
+                          f"this version runs {sorted(KINDS)}")  # fmt: skip
     if kind not in KINDS:
         raise ConfigError(f"{source}: kind = {kind!r} is unknown; use one of {sorted(KINDS)}")
     model = KINDS[kind]

@@ -1,16 +1,19 @@
-"""The two top-level configs, with the checks that span sections.
+"""The stage configs, one per `kind`, with the checks that span sections.
 
-Every check raises ValueError whose message names the key(s) and what to change; `load_config`
-turns it into a `ConfigError`.
+A stage is a config section plus a state and a step function (`rlvr.trainer.stages`); the top-level
+`kind` key picks the stage.  Every check raises ValueError whose message names the key(s) and what to
+change; `load_config` turns it into a `ConfigError`.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rlvr.config.parts import GROUP_RELATIVE, ON_POLICY_ONLY
 from rlvr.config.sections import (
+    AdamWConfig,
     AlgorithmConfig,
     EvalConfig,
     ModelConfig,
@@ -21,24 +24,40 @@ from rlvr.config.sections import (
     TaskConfig,
 )
 
-GROUP_RELATIVE = {"grpo", "dr_grpo", "rloo"}
-
 
 class _Top(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
 
 class RLConfig(_Top):
-    """`rlvr train`: GRPO-family RL on verifiable rewards."""
+    """kind = "rl": GRPO-family RL on verifiable rewards (`rlvr train`)."""
 
     kind: Literal["rl"] = "rl"
     model: ModelConfig = Field(default_factory=ModelConfig)
-    task: TaskConfig
+    # one task, or a weighted mixture: `[task]` is shorthand for a one-row `[[tasks]]`
+    tasks: tuple[TaskConfig, ...] = Field(min_length=1)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     algorithm: AlgorithmConfig = Field(default_factory=AlgorithmConfig)
-    optim: OptimConfig = Field(default_factory=OptimConfig)
+    optim: OptimConfig = Field(default_factory=AdamWConfig)
     run: RunConfig = Field(default_factory=lambda: RunConfig(out_dir="runs/rl"))
     eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_task(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "task" in data:
+            if "tasks" in data:
+                raise ValueError("give either [task] (one task) or [[tasks]] (a mixture), not both")
+            data = {**data, "tasks": [data["task"]]}
+            del data["task"]
+        return data
+
+    @property
+    def task(self) -> TaskConfig:
+        """The task of a one-task run (mixtures: use `tasks`)."""
+        if len(self.tasks) != 1:
+            raise AttributeError(f"this run mixes {len(self.tasks)} tasks; read config.tasks")
+        return self.tasks[0]
 
     @property
     def optimizer_steps(self) -> int:
@@ -50,45 +69,52 @@ class RLConfig(_Top):
 
     @model_validator(mode="after")
     def _check(self) -> RLConfig:
-        r, a, o = self.rollout, self.algorithm, self.optim
-        if r.samples_per_step % o.micro_batch_size:
-            raise ValueError(
-                f"rollout.prompts_per_step * rollout.group_size = {r.prompts_per_step} * {r.group_size} = "
-                f"{r.samples_per_step} is not divisible by optim.micro_batch_size = {o.micro_batch_size}; "
-                f"set optim.micro_batch_size to a divisor of {r.samples_per_step}"
-            )
-        if r.group_size == 1 and (a.advantage in GROUP_RELATIVE or a.dynamic_sampling):
-            what = (
-                "algorithm.dynamic_sampling"
-                if a.dynamic_sampling
-                else f"algorithm.advantage = {a.advantage!r}"
-            )
-            raise ValueError(
-                f"rollout.group_size = 1 with {what}: a group of one sample has zero advantage, so nothing "
-                f"is learned; set rollout.group_size >= 2 (e.g. 8) or algorithm.advantage = 'reinforce_pp'"
-            )
-        if a.kl_in == "reward" and a.beta == 0:
-            raise ValueError(
-                "algorithm.kl_in = 'reward' needs algorithm.beta > 0 (e.g. 0.04), or remove kl_in"
-            )
-        if a.mu > 1 and a.objective == "reinforce":
-            raise ValueError(
-                "algorithm.objective = 'reinforce' is on-policy only, but algorithm.mu > 1 reuses the batch; "
-                "use algorithm.objective = 'ppo_clip' or set algorithm.mu = 1"
-            )
-        _check_schedule(o, self.optimizer_steps)
+        problems = _rl_problems(self)
+        if problems:
+            raise ValueError("\n".join(problems))
         return self
 
 
+def _rl_problems(c: RLConfig) -> list[str]:
+    r, a, o = c.rollout, c.algorithm, c.optim
+    out = []
+    if r.samples_per_step % o.micro_batch_size:
+        out.append(
+            f"rollout.prompts_per_step * rollout.group_size = {r.prompts_per_step} * {r.group_size} = "
+            f"{r.samples_per_step} is not divisible by optim.micro_batch_size = {o.micro_batch_size}; "
+            f"set optim.micro_batch_size to a divisor of {r.samples_per_step}"
+        )
+    if r.group_size == 1 and (a.advantage.type in GROUP_RELATIVE or a.dynamic_sampling):
+        what = "algorithm.dynamic_sampling" if a.dynamic_sampling else f"algorithm.advantage = {a.advantage.type!r}"
+        out.append(
+            f"rollout.group_size = 1 with {what}: a group of one sample has zero advantage, so nothing "
+            f"is learned; set rollout.group_size >= 2 (e.g. 8) or algorithm.advantage = 'reinforce_pp'"
+        )
+    if a.kl.placement == "reward" and not a.kl.enabled:
+        out.append("algorithm.kl.placement = 'reward' needs algorithm.kl.beta > 0 (e.g. 0.04)")
+    if a.kl.adaptive and not a.kl.enabled:
+        out.append("algorithm.kl.target (adaptive KL) needs an initial algorithm.kl.beta > 0 (e.g. 0.05)")
+    if a.mu > 1 and a.objective.type in ON_POLICY_ONLY:
+        out.append(
+            f"algorithm.objective = {a.objective.type!r} is on-policy only, but algorithm.mu > 1 reuses the "
+            "batch; use algorithm.objective = 'ppo_clip' or set algorithm.mu = 1"
+        )
+    if len({(t.name, repr(sorted(t.kwargs.items()))) for t in c.tasks}) < len(c.tasks):
+        out.append("[[tasks]]: the same task with the same kwargs appears twice; merge them by weight")
+    out.extend(_schedule_problems(o, c.optimizer_steps))
+    return out
+
+
 class SFTConfig(_Top):
-    """`rlvr sft`: supervised fine-tuning on prompt/completion pairs (loss on completion tokens only)."""
+    """kind = "sft": supervised fine-tuning on prompt/completion pairs (loss on completion tokens only)."""
 
     kind: Literal["sft"] = "sft"
     model: ModelConfig = Field(default_factory=ModelConfig)
     task: TaskConfig | None = None
     data: SFTDataConfig = Field(default_factory=SFTDataConfig)
-    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1e-4))
+    optim: OptimConfig = Field(default_factory=lambda: AdamWConfig(lr=1e-4))
     run: RunConfig = Field(default_factory=lambda: RunConfig(out_dir="runs/sft"))
+    eval: EvalConfig = Field(default_factory=EvalConfig)
 
     @property
     def optimizer_steps(self) -> int:
@@ -96,26 +122,35 @@ class SFTConfig(_Top):
 
     @model_validator(mode="after")
     def _check(self) -> SFTConfig:
+        out = []
         if self.data.path is None and self.task is None:
-            raise ValueError(
+            out.append(
                 "SFT needs data: set data.path to a JSONL file of prompt/completion pairs, "
                 "or add a [task] section (name = ...) to train on the task's worked solutions"
             )
         if not self.data.packing and self.data.batch_size % self.optim.micro_batch_size:  # packing: rows
-            raise ValueError(
+            out.append(
                 f"data.batch_size = {self.data.batch_size} is not divisible by optim.micro_batch_size = "
                 f"{self.optim.micro_batch_size}; set optim.micro_batch_size to a divisor of data.batch_size"
             )
-        _check_schedule(self.optim, self.optimizer_steps)
+        if self.run.eval_every and self.task is None:
+            out.append("run.eval_every > 0 needs a [task] to evaluate on (or set run.eval_every = 0)")
+        out.extend(_schedule_problems(self.optim, self.optimizer_steps))
+        if out:
+            raise ValueError("\n".join(out))
         return self
 
 
-def _check_schedule(o: OptimConfig, total_steps: int) -> None:
+def _schedule_problems(o: Any, total_steps: int) -> list[str]:
     if o.warmup_steps > total_steps:
-        raise ValueError(
+        return [
             f"optim.warmup_steps = {o.warmup_steps} exceeds the {total_steps} optimizer steps of the run "
             f"(run.steps x algorithm.mu); lower optim.warmup_steps or raise run.steps"
-        )
+        ]
+    return []
 
 
 Config = RLConfig | SFTConfig
+STAGES: dict[str, type[BaseModel]] = {"rl": RLConfig, "sft": SFTConfig}
+# kinds the stage design has room for; a config naming one gets told where it stands
+PLANNED_STAGES = {"dpo": "the DPO stage", "reward_model": "the reward-model stage", "distill": "the distillation stage"}

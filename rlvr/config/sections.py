@@ -11,6 +11,21 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rlvr.config.parts import (
+    K3KL,
+    KL,
+    Advantage,
+    Aggregation,
+    Correction,
+    EntropyConfig,
+    GRPOAdvantage,
+    NoCorrection,
+    Objective,
+    PPOClipObjective,
+    TokenMean,
+    _typed,
+)
+
 PRESETS = ("1m", "5m", "15m", "33m", "50m")
 
 
@@ -43,14 +58,38 @@ class TaskConfig(Section):
 
     name: str
     kwargs: dict[str, Any] = Field(default_factory=dict)
+    weight: float = Field(default=1.0, gt=0)  # sampling weight in a mixture ([[tasks]]; Tulu 3 mixes RL data)
     train_size: int | None = Field(default=None, ge=1)
     test_size: int | None = Field(default=None, ge=1)
+
+
+class HFEngineConfig(Section):
+    """rlvr's own batched decode loop over the policy's HF model (a weight copy in the engine's dtype)."""
+
+    type: Literal["hf"] = "hf"
+    max_batch_size: int = Field(default=64, ge=1)  # rows (prompts x samples) decoded together
+    backend: Literal["auto", "fast", "hf"] = "auto"  # "fast": preallocated-KV Llama/Qwen path
+    check_every: int = Field(default=8, ge=1)  # decode steps between host checks for early stop
+    # after every weight update, compare the engine's logprobs of one sampled completion with the
+    # trainer's (fp32: max |diff| <= 1e-3 nats/token; bf16: mean <= 5e-2); a mismatch stops the run
+    check_sync: bool = True
+
+
+class FakeEngineConfig(Section):
+    """Deterministic scripted/pseudo-random completions (tests, dry runs): no model is sampled."""
+
+    type: Literal["fake"] = "fake"
+    seed: int = 0
+    check_sync: bool = False  # its logprobs are a fixed function, not the policy's
+
+
+EngineConfig = _typed("hf", HFEngineConfig, FakeEngineConfig, custom=None)
 
 
 class RolloutConfig(Section):
     """How completions are sampled: `prompts_per_step` prompts, `group_size` samples each."""
 
-    engine: Literal["hf", "fake"] = "hf"
+    engine: EngineConfig = Field(default_factory=HFEngineConfig)  # [rollout.engine] type = "hf" | "fake"
     group_size: int = Field(default=8, ge=1)
     prompts_per_step: int = Field(default=4, ge=1)
     temperature: float = Field(default=1.0, gt=0)
@@ -66,44 +105,34 @@ class RolloutConfig(Section):
 
 
 class AlgorithmConfig(Section):
-    """Advantage estimator, objective, KL and aggregation by registry name, plus their knobs."""
+    """The RL objective, composed from parts that each own their settings (see `rlvr.config.parts`),
+    and the loop-level choices: updates per batch, DAPO dynamic sampling and overlong masking."""
 
-    advantage: str = "grpo"  # rlvr.algorithms.registry.ADVANTAGES or "package.module:function"
-    scale_advantages: bool = True  # GRPO divides by the group std (Dr. GRPO: set False)
-    objective: str = "ppo_clip"
-    clip_low: float = Field(default=0.2, ge=0, lt=1)
-    clip_high: float = Field(default=0.2, ge=0)  # DAPO clip-higher: 0.28
-    dual_clip: float | None = Field(default=None, gt=1)
-    beta: float = Field(default=0.0, ge=0)  # KL coefficient; > 0 scores a frozen reference policy
-    kl_estimator: str = "k3"
-    kl_in: Literal["loss", "reward"] = "loss"
-    aggregation: str = "token_mean"
+    advantage: Advantage = Field(default_factory=GRPOAdvantage)
+    objective: Objective = Field(default_factory=PPOClipObjective)
+    kl: KL = Field(default_factory=K3KL)
+    entropy: EntropyConfig = Field(default_factory=EntropyConfig)
+    aggregation: Aggregation = Field(default_factory=TokenMean)
+    correction: Correction = Field(default_factory=NoCorrection)  # sampler/trainer mismatch
     mu: int = Field(default=1, ge=1)  # optimizer updates per sampled batch
     dynamic_sampling: bool = False  # DAPO: drop zero-variance groups and sample more prompts
     max_sampling_tries: int = Field(default=4, ge=1)
     mask_truncated: bool = False  # DAPO overlong filtering: truncated completions get no loss
-    tis_cap: float | None = Field(default=None, ge=1)  # truncated IS weight cap (Yao et al. 2025: 2.0)
-    tis_level: Literal["token", "sequence", "geometric"] = "token"
 
     @property
     def needs_reference(self) -> bool:
-        return self.beta > 0
+        return self.kl.enabled
 
     @property
     def needs_old_logprobs_pass(self) -> bool:
-        """A separate no-grad forward is needed only when the batch is reused or KL enters the reward."""
-        return self.mu > 1 or (self.beta > 0 and self.kl_in == "reward")
+        """A separate no-grad forward is needed only when the batch is reused (mu > 1)."""
+        return self.mu > 1
 
 
-class OptimConfig(Section):
-    """Optimizer, schedule, clipping and gradient accumulation (micro-batching)."""
+class _OptimBase(Section):
+    """Schedule, clipping and gradient accumulation (micro-batching), shared by every optimizer."""
 
-    name: Literal["adamw", "muon"] = (
-        "adamw"  # muon: torch.optim.Muon on hidden 2-D matrices, AdamW on the rest
-    )
     lr: float = Field(default=1e-5, gt=0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = Field(default=1e-8, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
     warmup_steps: int = Field(default=0, ge=0)
     schedule: Literal["constant", "cosine", "step"] = "constant"
@@ -115,14 +144,50 @@ class OptimConfig(Section):
     bucket_by_length: bool = True  # group similar lengths into micro-batches (less padding)
 
 
+class AdamWConfig(_OptimBase):
+    """torch.optim.AdamW (Loshchilov & Hutter 2019)."""
+
+    type: Literal["adamw"] = "adamw"
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(default=1e-8, gt=0)
+
+
+class MuonConfig(_OptimBase):
+    """torch.optim.Muon on hidden 2-D matrices, AdamW (betas, eps) on embeddings, head, norms."""
+
+    type: Literal["muon"] = "muon"
+    momentum: float = Field(default=0.95, ge=0, lt=1)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(default=1e-8, gt=0)
+
+
+class SOAPConfig(_OptimBase):
+    """SOAP (Vyas et al. 2024) from `heavyball` (pip install "rlvr[optim]")."""
+
+    type: Literal["soap"] = "soap"
+    betas: tuple[float, float] = (0.9, 0.95)
+    shampoo_beta: float = Field(default=0.95, ge=0, lt=1)
+    eps: float = Field(default=1e-8, gt=0)
+    precondition_frequency: int = Field(default=2, ge=1)
+    max_precond_dim: int = Field(default=2048, ge=1)
+
+
+class KLShampooConfig(SOAPConfig):
+    """KL-Shampoo (Lin et al. 2025), heavyball's maintained Shampoo variant (pip install "rlvr[optim]")."""
+
+    type: Literal["kl_shampoo"] = "kl_shampoo"  # type: ignore[assignment]
+
+
+OptimConfig = _typed("adamw", AdamWConfig, MuonConfig, SOAPConfig, KLShampooConfig, custom=None)
+
+
 class RunConfig(Section):
     """Where and how long: output directory, steps, seed, and the logging/eval/checkpoint cadence."""
 
     out_dir: str = "runs/run"
     steps: int = Field(default=100, ge=1)
     seed: int = 0
-    log_every: int = Field(default=1, ge=1)
-    eval_every: int = Field(default=0, ge=0)  # 0: evaluate only at the end (when a callback is given)
+    eval_every: int = Field(default=0, ge=0)  # > 0: the [eval] section every N steps and at the end; 0: never
     save_every: int = Field(default=0, ge=0)  # 0: checkpoint only at the end (and on SIGTERM/SIGINT)
     keep_last: int = Field(default=2, ge=1)
     samples_every: int = Field(default=10, ge=0)  # 0: never write samples.jsonl
@@ -133,7 +198,7 @@ class RunConfig(Section):
 
 
 class EvalConfig(Section):
-    """Held-out evaluation run by the callback the CLI passes in (the trainer only schedules it)."""
+    """Held-out evaluation during training (every `run.eval_every` steps): results in run_dir/eval/."""
 
     num_examples: int | None = Field(default=None, ge=1)
     samples: int = Field(default=4, ge=1)  # k for pass@k / maj@k

@@ -143,7 +143,7 @@ def rl_config(plan: DemoPlan, out_dir: Path, seed: int, *, progress: bool) -> RL
                 "temperature": plan.temperature,
                 "max_new_tokens": plan.max_new_tokens,
             },
-            "algorithm": {"advantage": "grpo", "objective": "ppo_clip", "beta": 0.0},
+            "algorithm": {"advantage": "grpo", "objective": "ppo_clip", "kl": {"beta": 0.0}},
             "optim": {"lr": plan.rl_lr, "micro_batch_size": plan.micro_batch_size},
             "run": {
                 "out_dir": str(out_dir),

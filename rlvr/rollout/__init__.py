@@ -4,7 +4,15 @@ Import concrete engines from their modules (`rlvr.rollout.hf.HFEngine`, `rlvr.ro
 so that torch-light users of `collect` do not pay for transformers.
 """
 
-from rlvr.rollout.base import Engine, GenerationRequest, SamplingParams, decode_completion
+from rlvr.rollout.base import (
+           Engine,
+           GenerationRequest,
+           SamplingParams,
+           TokenScores,
+           WeightSyncError,
+           decode_completion,
+)
 from rlvr.rollout.collect import collect, render_prompt
 
-__all__ = ["Engine", "GenerationRequest", "SamplingParams", "collect", "decode_completion", "render_prompt"]
+__all__ = ["Engine", "GenerationRequest", "SamplingParams", "TokenScores", "WeightSyncError", "collect",
+           "decode_completion", "render_prompt"]

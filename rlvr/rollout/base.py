@@ -55,26 +55,50 @@ class GenerationRequest:
     meta: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class TokenScores:
+    """`Engine.score`'s answer for one (prompt, completion) pair, one entry per completion token.
+
+    `logprobs[j]`: log p(completion[j] | prompt + completion[:j]) at the requested temperature;
+    with `top_k > 0`, `top_ids[j]` / `top_logprobs[j]` are that position's k most likely tokens and
+    their logprobs (descending), for distillation; None otherwise.
+    """
+
+    logprobs: tuple[float, ...]
+    top_ids: tuple[tuple[int, ...], ...] | None = None
+    top_logprobs: tuple[tuple[float, ...], ...] | None = None
+
+
+class WeightSyncError(RuntimeError):
+    """The engine did not take the trainer's weights (wrong version, or its logprobs disagree)."""
+
+
 @runtime_checkable
 class Engine(Protocol):
-    """Generate, score, and sync weights.
+    """Generate, score, and take versioned weights.
 
     `generate` returns, for each prompt, `params.n` completions in sample order.
-    `score` returns, for each (prompt_ids, completion_ids) pair, the log-probability of each
-    completion token under the engine's current weights (temperature 1, no sampling filters).
-    `load_weights` takes a state dict (name -> tensor) from the trainer's policy.
+    `score` returns, for each (prompt_ids, completion_ids) pair, the logprobs of the completion tokens
+    under the engine's current weights at `temperature` (no top-k/top-p truncation), plus each
+    position's `top_k` candidates when `top_k > 0`: reference and teacher logprobs go through it.
+    `update_weights(state_dict, version=v)` loads the trainer's policy weights and returns the version
+    the engine now holds (the trainer checks it equals `v`, then checks logprobs; see
+    `rlvr.trainer.sync`); `version` is the last version taken (0: the weights it was built with).
     `fingerprint` identifies the weights for caches (changes when weights change).
     """
+
+    version: int
 
     def generate(
         self, prompts: Sequence[Sequence[int]], params: SamplingParams
     ) -> list[list[Completion]]: ...
 
     def score(
-        self, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]]
-    ) -> list[list[float]]: ...
+        self, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], *,
+        temperature: float = 1.0, top_k: int = 0,
+    ) -> list[TokenScores]: ...  # fmt: skip
 
-    def load_weights(self, state_dict: Mapping[str, Any]) -> None: ...
+    def update_weights(self, state_dict: Mapping[str, Any], *, version: int) -> int: ...
 
     def fingerprint(self) -> str: ...
 

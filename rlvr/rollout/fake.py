@@ -7,7 +7,7 @@ tokenizer is given (no special tokens added), else the characters' code points.
 
 Logprobs are a fixed function of (prompt length, position, token, weights version), the same in
 `generate` and `score`, so a fake trainer step sees zero sampler/trainer mismatch until
-`load_weights` bumps the version (which changes every logprob, as an update would).
+`update_weights` moves the version (which changes every logprob, as an update would).
 A scripted text that fits in `max_new_tokens` finishes with "stop" (no eos token is appended);
 one that does not is truncated with "length"; `stop_strings` cut the text after the string.
 """
@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from rlvr.rollout.base import SamplingParams
+from rlvr.rollout.base import SamplingParams, TokenScores
 from rlvr.types import Completion
 
 Script = Callable[[tuple[int, ...], int], str] | Sequence[str]
@@ -39,14 +39,18 @@ class FakeEngine:
         return [[self._complete(tuple(p), k, params) for k in range(params.n)] for p in prompts]
 
     def score(
-        self, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]]
-    ) -> list[list[float]]:
+        self, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], *,
+        temperature: float = 1.0, top_k: int = 0,
+    ) -> list[TokenScores]:  # fmt: skip
+        """The same fake logprobs `generate` reports (divided by `temperature`; no top-k candidates)."""
         if len(prompts) != len(completions):
             raise ValueError(f"score got {len(prompts)} prompts but {len(completions)} completions")
-        return [self._logprobs(len(p), c) for p, c in zip(prompts, completions)]
+        return [TokenScores(tuple(x / temperature for x in self._logprobs(len(p), c)))
+                for p, c in zip(prompts, completions)]  # fmt: skip
 
-    def load_weights(self, state_dict: Mapping[str, Any]) -> None:
-        self.version += 1
+    def update_weights(self, state_dict: Mapping[str, Any], *, version: int) -> int:
+        self.version = int(version)
+        return self.version
 
     def fingerprint(self) -> str:
         return f"fake-s{self.seed}-v{self.version}"

@@ -10,10 +10,10 @@ early once every row has finished, and to check stop strings).  Row results neve
 Weights: by default the engine holds its own copy of the model in `dtype` ("auto": bf16 where bf16
 matmuls are native -- on CPUs with AVX512-BF16 a bf16 matmul is ~4x fp32, while autocast re-casts fp32
 weights on every call, which costs more than it saves in decoding -- and the model's own dtype where
-bf16 is emulated, ~100x slower; see `rlvr.models.precision`) and `load_weights` copies the trainer's
-tensors in place.
-`share_weights=True` uses the trainer's model object itself: no copy, no memory, `load_weights` is a
-no-op, but decoding runs in the model's dtype (or under autocast when `dtype` differs: slow on CPU).
+bf16 is emulated, ~100x slower; see `rlvr.models.precision`) and `update_weights` copies the trainer's
+tensors in place and takes the version it is given.
+`share_weights=True` uses the trainer's model object itself: no copy, no memory, `update_weights` only
+moves the version, but decoding runs in the model's dtype (or under autocast when `dtype` differs: slow on CPU).
 
 Stopping: the tokenizer's eos and `params.stop_token_ids` end a sample (the token is kept,
 finish_reason "stop"); `params.stop_strings` end it at the first token whose decoded prefix
@@ -36,7 +36,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlvr.models.precision import engine_dtype
 from rlvr.rollout.backends import FastLlamaBackend, HFCacheBackend, fast_path_supported, prefill_mask
-from rlvr.rollout.base import SamplingParams, decode_completion
+from rlvr.rollout.base import SamplingParams, TokenScores, decode_completion
 from rlvr.rollout.sampling import sample_next
 from rlvr.types import Completion
 
@@ -101,24 +101,31 @@ class HFEngine:
         return out
 
     def score(
-        self, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]]
-    ) -> list[list[float]]:
-        """Teacher-forced logprobs (temperature 1) of each completion token given its prompt."""
+        self, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], *,
+        temperature: float = 1.0, top_k: int = 0,
+    ) -> list[TokenScores]:  # fmt: skip
+        """Teacher-forced logprobs of each completion token given its prompt, at `temperature`
+        (logits / T, as the sampler's logprobs and the trainer's are); with `top_k`, each position's
+        k best tokens and their logprobs too."""
         if len(prompts) != len(completions):
             raise ValueError(f"score got {len(prompts)} prompts but {len(completions)} completions")
-        out: list[list[float]] = []
+        if temperature <= 0:
+            raise ValueError(f"score: temperature must be > 0, got {temperature}")
+        out: list[TokenScores] = []
         for c in range(0, len(prompts), self.max_batch_size):
-            out.extend(
-                self._score_chunk(
-                    prompts[c : c + self.max_batch_size], completions[c : c + self.max_batch_size]
-                )
-            )
+            out.extend(self._score_chunk(prompts[c : c + self.max_batch_size],
+                                         completions[c : c + self.max_batch_size], temperature, top_k))  # fmt: skip
         return out
 
-    def load_weights(self, state_dict: Mapping[str, Any]) -> None:
-        """Copy the trainer's weights in place (no reallocation); a no-op when sharing weights."""
-        if self.share_weights:
-            return
+    def update_weights(self, state_dict: Mapping[str, Any], *, version: int) -> int:
+        """Copy the trainer's weights in place (no reallocation) and take `version`; returns it.
+        When sharing the trainer's model the weights are already there: only the version moves."""
+        if not self.share_weights:
+            self._copy_weights(state_dict)
+        self.version = int(version)
+        return self.version
+
+    def _copy_weights(self, state_dict: Mapping[str, Any]) -> None:
         own = self.model.state_dict()
         unknown = sorted(set(state_dict) - set(own))
         if unknown:
@@ -134,7 +141,6 @@ class HFEngine:
         with torch.no_grad():
             for k, v in state_dict.items():
                 own[k].copy_(v)
-        self.version += 1
 
     def fingerprint(self) -> str:
         """Hash of the config and of the weights' identity (version counter, or checksums when shared)."""
@@ -229,29 +235,38 @@ class HFEngine:
 
     # ---------------------------------------------------------------- scoring
     def _score_chunk(
-        self, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]]
-    ) -> list[list[float]]:
+        self, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], temperature: float, top_k: int
+    ) -> list[TokenScores]:
         for i, p in enumerate(prompts):
             if len(p) == 0:
                 raise ValueError(f"score: prompt {i} is empty; the first completion token needs a context")
         ids, mask = self._left_pad([list(p) + list(c) for p, c in zip(prompts, completions)])
         width = max((len(c) for c in completions), default=0)
         if width == 0:
-            return [[] for _ in completions]
+            return [TokenScores(()) for _ in completions]
+        lps, top_ids, top_lps = [], [], []
         with self._ctx():
             hidden, lm_head = self._hidden(ids, mask)  # [B, T, H]
             hidden = hidden[:, -width - 1 : -1]  # positions predicting the last `width` tokens
             targets = ids[:, -width:]  # [B, width]
             rows = max(1, self.score_chunk_elems // (width * self.model.config.vocab_size))
-            lp = torch.cat(
-                [
-                    torch.log_softmax(lm_head(hidden[r : r + rows]).float(), dim=-1)
-                    .gather(-1, targets[r : r + rows, :, None])
-                    .squeeze(-1)
-                    for r in range(0, hidden.shape[0], rows)
-                ]
-            ).cpu()
-        return [lp[r, width - len(c) :].tolist() for r, c in enumerate(completions)]
+            for r in range(0, hidden.shape[0], rows):
+                logp = torch.log_softmax(lm_head(hidden[r : r + rows]).float() / temperature, dim=-1)
+                lps.append(logp.gather(-1, targets[r : r + rows, :, None]).squeeze(-1))
+                if top_k:
+                    best = logp.topk(min(top_k, logp.shape[-1]), dim=-1)  # [rows, width, k], descending
+                    top_ids.append(best.indices)
+                    top_lps.append(best.values)
+        lp = torch.cat(lps).cpu()
+        tids = torch.cat(top_ids).cpu().tolist() if top_k else None
+        tlps = torch.cat(top_lps).cpu().tolist() if top_k else None
+        out = []
+        for r, c in enumerate(completions):
+            keep = slice(width - len(c), width)
+            out.append(TokenScores(tuple(lp[r, keep].tolist()),
+                                   None if tids is None else tuple(map(tuple, tids[r][keep])),
+                                   None if tlps is None else tuple(map(tuple, tlps[r][keep]))))  # fmt: skip
+        return out
 
     def _hidden(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, Any]:
         pos = (mask.long().cumsum(-1) - 1).clamp(min=0)

@@ -1,15 +1,29 @@
-"""The trainer (layer L5): logprob forward, batching, the RL and SFT loops, optimizers, checkpoints.
+"""The trainer (layer L5): one loop driver for every stage, the objective-blind step, logprob forward,
+batching/packing, optimizers, checkpoints and checked weight sync.
 
-from rlvr.config import load_config
-from rlvr.trainer import train_rl
-result = train_rl(load_config("examples/tiny_grpo.toml"))
+    from rlvr.config import load_config
+    from rlvr.trainer import train
+    result = train(load_config("examples/tiny_grpo.toml"))   # any kind: "rl", "sft"
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 from rlvr.config import load_config
 from rlvr.trainer.rl import train_rl
 from rlvr.trainer.run import Callback, CallbackContext, RunResult
 from rlvr.trainer.sft import train_sft
 
-__all__ = ["Callback", "CallbackContext", "RunResult", "load_config", "train_rl", "train_sft"]
+# kind -> the stage's entry point; a new stage adds a row (and a config in rlvr.config.runs)
+STAGE_RUNNERS = {"rl": train_rl, "sft": train_sft}
+
+
+def train(config: Any, *, resume: bool = False, callbacks: Sequence[Callback] = (), **components: Any) -> RunResult:
+    """Run the stage `config.kind` names (see `STAGE_RUNNERS`)."""
+    return STAGE_RUNNERS[config.kind](config, resume=resume, callbacks=callbacks, **components)
+
+
+__all__ = ["STAGE_RUNNERS", "Callback", "CallbackContext", "RunResult", "load_config", "train", "train_rl",
+           "train_sft"]

@@ -16,7 +16,7 @@ micro-batches, so each micro-batch pads to its own maximum (length bucketing, no
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,7 +30,8 @@ class Sample:
     prompt_ids: tuple[int, ...]
     completion_ids: tuple[int, ...]
     sampler_logprobs: tuple[float, ...] | None = None
-    advantage: float = 0.0
+    ref_logprobs: tuple[float, ...] | None = None  # the reference policy's, from its engine's `score`
+    advantage: float = 0.0  # sequence-level, computed on the step's groups before batching
     reward: float = 0.0
     masked: bool = False  # True: no completion token counts (e.g. a truncated completion under DAPO)
     index: int = 0  # position in the step's flat sample list
@@ -53,7 +54,8 @@ class MicroBatch:
     prefix_rows: Tensor  # [G] long: the first row of each distinct prompt (G <= B)
     prefix_index: Tensor  # [B] long: which of the G distinct prompts each row continues
     sampler_logprobs: Tensor | None = None  # [B, C] float32
-    extras: dict[str, Tensor] = field(default_factory=dict)  # old_logprobs, ref_logprobs [B, C]
+    ref_logprobs: Tensor | None = None  # [B, C] float32
+    old_logprobs: Tensor | None = None  # [B, C] float32, set by the no-grad pass when mu > 1
 
     @property
     def size(self) -> int:
@@ -79,16 +81,14 @@ def collate(samples: Sequence[Sample], pad_id: int) -> MicroBatch:
     input_ids = torch.full((B, P + C), pad_id, dtype=torch.long)
     attention = torch.zeros((B, P + C), dtype=torch.long)
     loss_mask = torch.zeros((B, C), dtype=torch.bool)
-    has_sampler = all(s.sampler_logprobs is not None for s in samples)
-    sampler = torch.zeros((B, C), dtype=torch.float32) if has_sampler else None
+    sampler = _per_token_field([s.sampler_logprobs for s in samples], C)
+    ref = _per_token_field([s.ref_logprobs for s in samples], C)
     for i, s in enumerate(samples):
         p, c = len(s.prompt_ids), len(s.completion_ids)
         input_ids[i, P - p : P] = torch.tensor(s.prompt_ids, dtype=torch.long)
         input_ids[i, P : P + c] = torch.tensor(s.completion_ids, dtype=torch.long)
         attention[i, P - p : P + c] = 1
         loss_mask[i, :c] = not s.masked
-        if sampler is not None and c:
-            sampler[i, :c] = torch.tensor(s.sampler_logprobs, dtype=torch.float32)
     position_ids = (attention.cumsum(-1) - 1).clamp_min(0)
     first: dict[tuple[int, ...], int] = {}
     prefix_index = [first.setdefault(s.prompt_ids, len(first)) for s in samples]
@@ -105,7 +105,19 @@ def collate(samples: Sequence[Sample], pad_id: int) -> MicroBatch:
         prefix_rows=torch.tensor(prefix_rows, dtype=torch.long),
         prefix_index=torch.tensor(prefix_index, dtype=torch.long),
         sampler_logprobs=sampler,
+        ref_logprobs=ref,
     )
+
+
+def _per_token_field(rows: Sequence[Sequence[float] | None], width: int) -> Tensor | None:
+    """[B, width] float32 of per-token values (zero-padded on the right), or None if any row lacks them."""
+    if any(r is None for r in rows):
+        return None
+    out = torch.zeros((len(rows), width), dtype=torch.float32)
+    for i, r in enumerate(rows):
+        if len(r):  # type: ignore[arg-type]
+            out[i, : len(r)] = torch.tensor(list(r), dtype=torch.float32)  # type: ignore[arg-type]
+    return out
 
 
 def micro_batches(

@@ -1,14 +1,14 @@
-"""The small factory that turns config sections into objects: model, tokenizer, task, engine.
+"""The small factory that turns config sections into objects: model, tokenizer, task, engine, objective.
 
-The loops take these as arguments (tests pass fakes); `train_rl` / `train_sft` call this factory
-only for what the caller did not pass.  `validate` runs every check that needs no model, so a bad
-name or a missing path fails before anything heavy loads.
+The stages take these as arguments (tests pass fakes) and call this factory only for what the caller
+did not pass.  `validate` runs every check that needs no model, so a bad name, a user function whose
+keywords do not fit, or a missing path fails before anything heavy loads.
 """
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Sequence
+import functools
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 from rlvr.algorithms import registry
+from rlvr.algorithms.aggregate import aggregate, global_denominator
+from rlvr.algorithms.compose import Correction, Objective, entropy_term, kl_term, policy_term
 from rlvr.config import ConfigError, ModelConfig, RLConfig, SFTConfig, TaskConfig
 from rlvr.models.precision import resolve_bf16
 from rlvr.rollout.base import Engine
@@ -24,15 +26,23 @@ from rlvr.types import Example
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
+def _parts(config: RLConfig) -> list[tuple[str, str, Any]]:
+    """(registry kind, config key, part section) of every pluggable algorithm part."""
+    a = config.algorithm
+    return [("advantage", "advantage", a.advantage), ("objective", "objective", a.objective),
+            ("kl", "kl", a.kl), ("aggregation", "aggregation", a.aggregation)]  # fmt: skip
+
+
 def validate(config: RLConfig | SFTConfig) -> None:
-    """Registry names and file paths, checked before any model loads (raises ConfigError)."""
+    """Registry names, user functions' keywords and file paths, checked before any model loads."""
     problems = []
     if isinstance(config, RLConfig):
-        a = config.algorithm
-        for kind, key, name in [("advantage", "advantage", a.advantage), ("objective", "objective", a.objective),
-                                ("kl", "kl_estimator", a.kl_estimator), ("aggregation", "aggregation", a.aggregation)]:  # fmt: skip
+        for kind, key, part in _parts(config):
             try:
-                registry.validate_name(kind, name)
+                fn = registry.resolve(kind, part.type)
+                registry.check_settings(kind, part.type, fn, part.settings())
+                if kind == "aggregation" and hasattr(part, "denominator"):
+                    registry.resolve(kind, part.denominator)
             except ValueError as exc:
                 problems.append(f"algorithm.{key}: {exc}")
     if config.model.path is not None and not Path(config.model.path).is_dir():
@@ -45,6 +55,53 @@ def validate(config: RLConfig | SFTConfig) -> None:
         raise ConfigError("\n  ".join(problems))
 
 
+# ---------------------------------------------------------------- the objective
+def advantage_fn(config: RLConfig) -> Callable[..., torch.Tensor]:
+    """`fn(rewards [N], group_ids [N]) -> [N]` with the advantage section's settings bound."""
+    part = config.algorithm.advantage
+    return functools.partial(registry.resolve("advantage", part.type), **part.settings())
+
+
+def kl_estimator(config: RLConfig) -> Callable[..., torch.Tensor]:
+    part = config.algorithm.kl
+    return functools.partial(registry.resolve("kl", part.type), **part.settings())
+
+
+def build_objective(config: RLConfig) -> Objective:
+    """policy (+ beta * KL in the loss) (- c * entropy), corrected and aggregated as the config says."""
+    a = config.algorithm
+    policy = policy_term(registry.resolve("objective", a.objective.type), a.objective.settings())
+    kl = kl_term(registry.resolve("kl", a.kl.type), a.kl.settings()) if a.kl.enabled else None
+    terms: list[tuple[str, Any, float]] = [("policy", policy, 1.0)]
+    metric_terms: list[tuple[str, Any]] = []
+    if kl is not None and a.kl.placement == "loss":
+        terms.append(("kl", kl, a.kl.beta))
+    elif kl is not None:  # KL in the reward: logged (and read by adaptive KL), not differentiated
+        metric_terms.append(("kl", kl))
+    if a.entropy.coef:
+        terms.append(("entropy", entropy_term, a.entropy.coef))
+    else:
+        metric_terms.append(("entropy", entropy_term))
+    c = a.correction
+    correction = Correction(c.type, getattr(c, "cap", 2.0), getattr(c, "level", "token"), getattr(c, "low", None))
+    agg, denom = aggregation(config)
+    return Objective(tuple(terms), agg, denom, correction, tuple(metric_terms))
+
+
+def aggregation(config: RLConfig) -> tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor]]:
+    """(aggregate(per_token, loss_mask, denominator), denominator(loss_masks)) of the aggregation section."""
+    part = config.algorithm.aggregation
+    if hasattr(part, "denominator"):  # a user aggregation brings both halves
+        fn, den = registry.resolve("aggregation", part.type), registry.resolve("aggregation", part.denominator)
+        kw = part.settings()
+        return (lambda pt, m, d: fn(pt, m, denominator=d, **kw)), den
+    mode = part.type
+    max_len = getattr(part, "max_len", None) or config.rollout.max_new_tokens
+    return ((lambda pt, m, d: aggregate(pt, m, mode, denominator=d, max_len=max_len)),
+            (lambda masks: global_denominator(masks, mode, max_len=max_len)))  # fmt: skip
+
+
+# ---------------------------------------------------------------- model, task, engine
 def build_model(cfg: ModelConfig) -> tuple[nn.Module, Any]:
     """(policy model in train mode, tokenizer) from a local HF directory or the tiny preset."""
     dtype = DTYPES[cfg.dtype]
@@ -69,15 +126,16 @@ def set_attention(model: nn.Module, choice: str) -> None:
         model.set_attn_implementation(choice)
 
 
-def frozen_copy(model: nn.Module, *, bf16: bool) -> nn.Module:
-    """A frozen reference policy (the initial weights), in bf16 when the trainer autocasts anyway."""
-    ref = copy.deepcopy(model).eval().requires_grad_(False)
-    return ref.to(torch.bfloat16) if bf16 else ref
-
-
-def build_task(cfg: TaskConfig) -> Any:
+def build_task(cfg: TaskConfig | Sequence[TaskConfig]) -> Any:
+    """One task, or a `TaskMixture` of several (weights from each [[tasks]] row)."""
     from rlvr.tasks import make_task
 
+    if not isinstance(cfg, TaskConfig):
+        if len(cfg) == 1:
+            return build_task(cfg[0])
+        from rlvr.tasks.mixture import TaskMixture
+
+        return TaskMixture([build_task(c) for c in cfg], [c.weight for c in cfg])
     try:
         return make_task(cfg.name, **cfg.kwargs)
     except (KeyError, TypeError, ValueError) as exc:
@@ -94,17 +152,37 @@ def autocast_for(cfg: ModelConfig, model: nn.Module) -> bool:
     return resolve_bf16(cfg.bf16_autocast, next(model.parameters()).device)
 
 
-def build_engine(name: str, model: nn.Module, tokenizer: Any, *, seed: int = 0, bf16: bool = False) -> Engine:
-    """The rollout engine named by rollout.engine; the HF engine keeps a bf16 weight copy when `bf16`."""
-    if name == "hf":
-        from rlvr.rollout.hf import HFEngine
+def _hf_engine(cfg: Any, model: nn.Module, tokenizer: Any, *, seed: int, bf16: bool) -> Engine:
+    from rlvr.rollout.hf import HFEngine
 
-        return HFEngine(model, tokenizer, dtype=torch.bfloat16 if bf16 else None)
-    if name == "fake":
-        from rlvr.rollout.fake import FakeEngine
+    return HFEngine(model, tokenizer, dtype=torch.bfloat16 if bf16 else None, max_batch_size=cfg.max_batch_size,
+                    backend=cfg.backend, check_every=cfg.check_every)  # fmt: skip
 
-        return FakeEngine(tokenizer=tokenizer, seed=seed)
-    raise ConfigError(f"rollout.engine: unknown engine {name!r}; choose 'hf' or 'fake'")
+
+def _fake_engine(cfg: Any, model: nn.Module, tokenizer: Any, *, seed: int, bf16: bool) -> Engine:
+    from rlvr.rollout.fake import FakeEngine
+
+    return FakeEngine(tokenizer=tokenizer, seed=cfg.seed + seed)
+
+
+# rollout.engine.type -> factory(engine section, model, tokenizer, seed=, bf16=); a new engine adds a row
+# here and a section in rlvr.config.sections
+ENGINES: Mapping[str, Callable[..., Engine]] = {"hf": _hf_engine, "fake": _fake_engine}
+
+
+def build_engine(cfg: Any, model: nn.Module, tokenizer: Any, *, seed: int = 0, bf16: bool = False) -> Engine:
+    """The rollout engine named by rollout.engine.type, built from its own settings section."""
+    if cfg.type not in ENGINES:
+        raise ConfigError(f"rollout.engine.type: unknown engine {cfg.type!r}; choose one of {sorted(ENGINES)}")
+    return ENGINES[cfg.type](cfg, model, tokenizer, seed=seed, bf16=bf16)
+
+
+def reference_engine(model: nn.Module, tokenizer: Any, *, bf16: bool) -> Engine:
+    """The frozen reference policy (the initial weights) behind the Engine boundary: an HF engine that
+    holds its own copy and never takes an update; the trainer reads it through `score` only."""
+    from rlvr.rollout.hf import HFEngine
+
+    return HFEngine(model, tokenizer, dtype=torch.bfloat16 if bf16 else None)
 
 
 def render_prompt(task: Any, tokenizer: Any, example: Example, *, chat_template: bool) -> list[int]:
@@ -118,6 +196,8 @@ def fit_prompts(
     examples: Sequence[Example], task: Any, tokenizer: Any, max_prompt_len: int, *, chat_template: bool
 ) -> tuple[list[Example], int]:
     """The examples whose rendered prompt fits in `max_prompt_len` tokens, and how many were dropped."""
+    if not examples:
+        raise ConfigError("task: the train split is empty (check the task's data file or its n_train)")
     kept = [
         ex
         for ex in examples

@@ -27,8 +27,9 @@ class DataCursor(Generic[T]):
             random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
         return order
 
-    def take(self, n: int) -> list[T]:
-        """The next `n` items, wrapping into a new (re-shuffled) epoch as needed."""
+    def take(self, n: int, *, step: int = 0, attempt: int = 0) -> list[T]:
+        """The next `n` items, wrapping into a new (re-shuffled) epoch as needed (`step` and
+        `attempt` are for `MixtureCursor`'s interface; the order here depends only on the position)."""
         out = []
         for _ in range(n):
             if self.position == len(self._order):
@@ -49,3 +50,36 @@ class DataCursor(Generic[T]):
             )
         self.epoch, self.position = state["epoch"], state["position"]
         self._order = self._make_order()
+
+
+class MixtureCursor(Generic[T]):
+    """Draws each item's source by weight, then the next item of that source's own `DataCursor`.
+
+    The draw for step s is a pure function of (seed, s, attempt), so resuming needs only the member
+    cursors' positions; `take(n, step=, attempt=)` is what the RL loop calls.
+    """
+
+    def __init__(self, sources: Sequence[Sequence[T]], weights: Sequence[float], seed: int) -> None:
+        self.cursors = [DataCursor(items, seed + 7919 * i) for i, items in enumerate(sources)]
+        self.weights, self.seed = list(weights), seed
+
+    def take(self, n: int, *, step: int = 0, attempt: int = 0) -> list[T]:
+        rng = random.Random(f"mixture|{self.seed}|{step}|{attempt}")
+        picks = rng.choices(range(len(self.cursors)), weights=self.weights, k=n)
+        return [self.cursors[i].take(1)[0] for i in picks]
+
+    @property
+    def epoch(self) -> int:
+        return min(c.epoch for c in self.cursors)
+
+    def state_dict(self) -> dict[str, list[dict[str, int]]]:
+        return {"members": [c.state_dict() for c in self.cursors]}
+
+    def load_state_dict(self, state: dict[str, list[dict[str, int]]]) -> None:
+        if len(state["members"]) != len(self.cursors):
+            raise ValueError(
+                f"checkpoint's mixture has {len(state['members'])} tasks but this run has {len(self.cursors)}: "
+                "resume with the [[tasks]] the run started with"
+            )
+        for c, s in zip(self.cursors, state["members"]):
+            c.load_state_dict(s)

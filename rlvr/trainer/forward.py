@@ -5,7 +5,7 @@ completion tokens are projected through the LM head, chunk by chunk, by
 `rlvr.algorithms.logprobs.logprobs_and_entropy_from_hidden` (fp32 log-softmax per chunk).  With
 `autocast`, matmuls run in bf16 while weights (and so the optimizer's master copy) stay fp32: the
 "bf16 autocast with fp32 master weights" recipe.  Entropy comes from the same pass for free and is
-returned detached (a metric, not a loss term).
+returned detached (a metric) unless `entropy_grad` asks for it as a loss term (an entropy bonus).
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ def completion_logprobs(
     autocast: bool = True,
     chunk_size: int = 1024,
     share_prefix: bool = True,
-) -> tuple[Tensor, Tensor]:  # logprobs [B, C] (fp32, differentiable), entropy [B, C] (detached)
+    entropy_grad: bool = False,
+) -> tuple[Tensor, Tensor]:  # logprobs [B, C] (fp32, differentiable), entropy [B, C] (detached unless entropy_grad)
     """log pi(completion token | prefix) at `temperature` for every completion slot of `batch`.
 
     Values at padded slots are finite but meaningless: callers must apply `batch.loss_mask`.
@@ -69,7 +70,7 @@ def completion_logprobs(
     logprobs, entropy = logprobs_and_entropy_from_hidden(
         hidden, w, batch.targets.to(device), chunk_size=chunk_size, temperature=temperature
     )
-    return logprobs.float(), entropy.detach().float()
+    return logprobs.float(), (entropy if entropy_grad else entropy.detach()).float()
 
 
 def _full_hidden(body: nn.Module, batch: MicroBatch, device: torch.device) -> Tensor:  # [B, C, H]

@@ -1,6 +1,7 @@
 """Optimizers and learning-rate schedules.
 
-`build_optimizer` returns AdamW over every trainable parameter, or (name = "muon") torch.optim.Muon
+`build_optimizer` returns AdamW over every trainable parameter; (type = "soap" / "kl_shampoo") heavyball's
+SOAP (Vyas et al. 2024) or KL-Shampoo (Lin et al. 2025), an optional extra; or (type = "muon") torch.optim.Muon
 (Jordan et al. 2024, "Muon: an optimizer for hidden layers") over the hidden 2-D weight matrices
 with AdamW for embeddings, the LM head, norms and biases, as Muon's authors prescribe.  Muon runs
 with `adjust_lr_fn="match_rms_adamw"` (Liu et al. 2025, "Muon is Scalable for LLM Training") so one
@@ -16,8 +17,6 @@ from typing import Any
 
 import torch
 from torch import nn
-
-from rlvr.config import OptimConfig
 
 
 class Optimizers:
@@ -52,7 +51,7 @@ class Optimizers:
         if len(states) != len(self.optimizers):
             raise ValueError(
                 f"checkpoint has {len(states)} optimizer states but this run builds {len(self.optimizers)}: "
-                "was optim.name changed since the checkpoint was written?"
+                "was optim.type changed since the checkpoint was written?"
             )
         for opt, state in zip(self.optimizers, states):
             opt.load_state_dict(state)
@@ -65,21 +64,45 @@ def _is_muon_param(name: str, p: torch.Tensor, model: nn.Module) -> bool:
     return p.ndim == 2 and id(p) not in excluded
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> Optimizers:
+def build_optimizer(model: nn.Module, cfg: Any) -> Optimizers:
+    """The optimizer `cfg.type` names ("adamw", "muon", "soap", "kl_shampoo"), over the trainable parameters."""
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    adamw_kw = dict(lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
-    if cfg.name == "adamw":
-        return Optimizers([torch.optim.AdamW([p for _, p in params], **adamw_kw)])
+    if cfg.type == "adamw":
+        return Optimizers([torch.optim.AdamW([p for _, p in params], lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+                                             weight_decay=cfg.weight_decay)])  # fmt: skip
+    if cfg.type == "muon":
+        return _muon(model, params, cfg)
+    if cfg.type in ("soap", "kl_shampoo"):
+        return Optimizers([_heavyball(cfg)([p for _, p in params], lr=cfg.lr, betas=cfg.betas,
+                                           shampoo_beta=cfg.shampoo_beta, eps=cfg.eps, weight_decay=cfg.weight_decay,
+                                           precondition_frequency=cfg.precondition_frequency,
+                                           max_precond_dim=cfg.max_precond_dim, compile_step=False)])  # fmt: skip
+    raise ValueError(f"optim.type: unknown optimizer {cfg.type!r}")
+
+
+def _muon(model: nn.Module, params: list[tuple[str, nn.Parameter]], cfg: Any) -> Optimizers:
     matrices = [p for n, p in params if _is_muon_param(n, p, model)]
     matrix_ids = {id(p) for p in matrices}
     rest = [p for _, p in params if id(p) not in matrix_ids]
-    muon = torch.optim.Muon(
-        matrices, lr=cfg.lr, weight_decay=cfg.weight_decay, adjust_lr_fn="match_rms_adamw"
-    )
-    return Optimizers([muon, torch.optim.AdamW(rest, **adamw_kw)] if rest else [muon])
+    muon = torch.optim.Muon(matrices, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
+                            adjust_lr_fn="match_rms_adamw")  # fmt: skip
+    adamw = torch.optim.AdamW(rest, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    return Optimizers([muon, adamw] if rest else [muon])
 
 
-def lr_factor(step: int, cfg: OptimConfig, total_steps: int) -> float:
+def _heavyball(cfg: Any) -> Any:
+    """heavyball's SOAP / KL-Shampoo class (an optional extra: SOAP and Shampoo are not in torch)."""
+    try:
+        import heavyball
+    except ImportError:
+        raise ImportError(
+            f"optim.type = {cfg.type!r} needs the heavyball package: pip install 'rlvr[optim]' "
+            "(or choose optim.type = 'adamw' / 'muon')"
+        ) from None
+    return {"soap": heavyball.SOAP, "kl_shampoo": heavyball.KLShampoo}[cfg.type]
+
+
+def lr_factor(step: int, cfg: Any, total_steps: int) -> float:
     """Multiplier of the base learning rate for optimizer step `step` (0-based).
 
     Linear warmup over `warmup_steps` (from 1/(warmup+1) up to 1), then: constant; cosine decay to

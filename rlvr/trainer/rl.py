@@ -1,173 +1,210 @@
-"""`train_rl`: the GRPO-family RL loop, top to bottom as named steps.
+"""The RL stage (kind = "rl"): GRPO-family RL on verifiable rewards, as one step function.
 
-    sample prompts -> generate groups -> verify -> [old logprobs if mu > 1] -> [reference logprobs if
-    beta > 0] -> advantages -> micro-batch loop with the global denominator -> optimizer step ->
-    weights to the engine -> metrics / samples -> evaluation callback -> checkpoint
+    collect groups (generate + verify) -> [reference logprobs via its engine, when KL is on]
+    -> [KL in the reward] -> sequence-level advantages on the groups -> samples -> micro-batches
+    -> [old logprobs, when mu > 1] -> mu objective-blind optimizer steps -> versioned, checked
+    weight sync -> adaptive KL -> metrics
 
-The steps themselves live in `rlvr.trainer.rl_steps`; this module wires them and owns setup/resume.
+The loop around it (seeding, resume, signals, skips, eval, checkpoints) is `rlvr.trainer.driver`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from rlvr.config import RLConfig, save_config
+from rlvr.algorithms.compose import Objective
+from rlvr.algorithms.kl import AdaptiveKLController, FixedKLController
+from rlvr.config import RLConfig
 from rlvr.trainer import build
 from rlvr.trainer.batching import micro_batches, padding_fraction
-from rlvr.trainer.checkpoint import load_checkpoint, save_checkpoint
-from rlvr.trainer.data import DataCursor
-from rlvr.trainer.logging import RunLogger
-from rlvr.trainer.optim import build_optimizer
+from rlvr.trainer.data import DataCursor, MixtureCursor
+from rlvr.trainer.driver import run_stage
+from rlvr.trainer.forward import completion_logprobs_no_grad
+from rlvr.trainer.optim import Optimizers, build_optimizer, lr_factor
 from rlvr.trainer.rl_steps import (
-    RLState,
-    attach,
     collect_groups,
-    compute_advantages,
-    optimizer_update,
-    resolve_functions,
+    group_advantages,
+    reference_logprobs,
     reward_metrics,
     sample_rows,
+    sequence_kl,
     to_samples,
 )
-from rlvr.trainer.run import (
-    Callback,
-    CallbackContext,
-    RunResult,
-    Timer,
-    prepare_run_dir,
-    run_callbacks,
-    seed_everything,
-    stop_on_signals,
-)
+from rlvr.trainer.run import Callback, RunResult, Timer
+from rlvr.trainer.step import optimizer_update
+from rlvr.trainer.sync import check_logprobs, update_engine
 
 
-def train_rl(
-    config: RLConfig,
-    *,
-    resume: bool = False,
-    callbacks: Sequence[Callback] = (),
-    model: nn.Module | None = None,
-    tokenizer: Any = None,
-    task: Any = None,
-    engine: Any = None,
-    collect: Any = None,
-) -> RunResult:
-    """Run (or, with `resume`, continue) RL training as `config` says; return how it ended.
+@dataclass(slots=True)
+class RLStage:
+    """Everything the RL step carries from step to step (see the module docstring)."""
 
-    `model`/`tokenizer`/`task`/`engine`/`collect` default to what the config names (built by
-    `rlvr.trainer.build`); pass them to inject your own (tests pass fakes).  `callbacks` run every
-    `run.eval_every` steps and after the last step; their metrics are logged as "eval/<name>".
-    """
-    build.validate(config)
-    run_dir, ckpt = prepare_run_dir(config.run.out_dir, resume)
-    st = _setup(config, model, tokenizer, task, engine, collect, ckpt)
-    save_config(config, run_dir)
-    r, a, run = config.rollout, config.algorithm, config.run
-    logger = RunLogger(run_dir, stage="rl", total_steps=run.steps, start_step=st.step,
-                       progress=run.progress, tensorboard=run.tensorboard)  # fmt: skip
-    result = RunResult(run_dir=run_dir, step=st.step, checkpoint=ckpt)
-    with stop_on_signals() as stop:
-        for step in range(st.step + 1, run.steps + 1):
-            timer = Timer()
-            # 1-2. sample prompts, generate a group per prompt, verify (task.score inside collect)
-            groups, zero_var = collect_groups(st, step, timer)
-            samples = to_samples(groups, mask_truncated=a.mask_truncated)
-            batches = micro_batches(samples, config.optim.micro_batch_size, st.tokenizer.pad_token_id,
-                                    bucket=config.optim.bucket_by_length)  # fmt: skip
-            autocast = st.autocast
-            # 3. old logprobs only when the batch is reused (mu > 1) or KL enters the reward
-            if a.needs_old_logprobs_pass:
-                with timer("old_logprobs"):
-                    attach(st.model, batches, "old_logprobs", temperature=r.temperature, autocast=autocast)
-            # 4. reference logprobs only when beta > 0 (the ref model is bf16 already: no autocast)
-            if st.ref_model is not None:
-                with timer("reference"):
-                    attach(st.ref_model, batches, "ref_logprobs", temperature=r.temperature, autocast=False)
-            # 5. advantages (after KL-in-reward, if any)
-            metrics: dict[str, Any] = compute_advantages(st, groups, samples, batches)
-            # 6-7. mu optimizer steps, each a micro-batch loop with the step's global denominator
-            with timer("train"):
-                st.model.train()
-                for _ in range(a.mu):
-                    update = optimizer_update(st, batches)
-                    st.skips = st.skips + 1 if update["skipped"] else 0
-                    if update["skipped"]:
-                        logger.warn(
-                            f"step {step}: non-finite loss or gradient, update skipped ({st.skips} in a row)"
-                        )
-            # 8. new weights to the engine
-            with timer("sync"):
-                st.engine.load_weights(st.model.state_dict())
-            st.step = step
-            # 9. metrics, samples, evaluation
-            metrics.update(update)
-            metrics.update(reward_metrics(groups))
-            metrics["groups/zero_var_frac_sampled"] = zero_var / max(len(groups), 1)
-            metrics["padding_frac"] = padding_fraction(batches)
-            if run.samples_every and step % run.samples_every == 0:
-                logger.samples(sample_rows(step, groups))
-            final = step == run.steps or bool(stop) or st.skips >= run.max_consecutive_skips
-            if callbacks and (final or (run.eval_every and step % run.eval_every == 0)):
-                with timer("eval"):
-                    ctx = CallbackContext(step, run_dir, st.model, st.tokenizer, st.engine, st.task, final)
-                    metrics.update(run_callbacks(tuple(callbacks), ctx))
-            metrics.update(timer.metrics())
-            n_tokens = sum(len(s.completion_ids) for s in samples)
-            metrics["tokens_per_s"] = n_tokens / max(metrics["time/step"], 1e-9)
-            logger.log(step, metrics)
-            result.metrics, result.step = {"step": step, **metrics}, step
-            # 10. checkpoint (never after a run of non-finite updates: the last good one stays)
-            if st.skips >= run.max_consecutive_skips:
-                logger.warn(f"{st.skips} non-finite updates in a row: stopping; last good checkpoint kept")
-                result.status = "diverged"
-                break
-            due = final or stop or (run.save_every and step % run.save_every == 0)
-            if due and st.skips == 0:  # after a skipped update, keep the last good checkpoint as is
-                result.checkpoint = save_checkpoint(run_dir, step, st.model, st.tokenizer,
-                                                    st.trainer_state(), run.keep_last)  # fmt: skip
-            if stop:
-                logger.warn(f"{stop.signal}: stopped after step {step}, checkpoint {result.checkpoint}")
-                result.status = "interrupted"
-                break
-    logger.close()
-    return result
+    config: RLConfig
+    model: nn.Module
+    tokenizer: Any
+    task: Any
+    engine: Any
+    ref_engine: Any
+    optim: Optimizers
+    cursor: DataCursor[Any] | MixtureCursor[Any]
+    collect: Callable[..., Any]
+    objective: Objective
+    advantage: Callable[..., torch.Tensor]
+    kl: Callable[..., torch.Tensor]
+    kl_ctl: FixedKLController | AdaptiveKLController
+    autocast: bool = False
+    opt_step: int = 0  # optimizer steps completed = the policy version the engine holds
+    warnings: list[str] = field(default_factory=list)
+    kind: str = "rl"
+
+    # ------------------------------------------------------------ the step
+    def step(self, step: int, timer: Timer) -> dict[str, Any]:
+        c, r, a = self.config, self.config.rollout, self.config.algorithm
+        groups, zero_var_sampled = collect_groups(self, step, timer)  # 1. generate + verify
+        ref = None
+        if self.ref_engine is not None:  # 2. the reference policy, through its engine
+            with timer("reference"):
+                ref = reference_logprobs(self.ref_engine, groups, temperature=r.temperature)
+        rewards = torch.tensor([s.total for g in groups for s in g.scores], dtype=torch.float32)  # [N]
+        metrics: dict[str, Any] = {}
+        if ref is not None and a.kl.placement == "reward":  # 3. KL in the reward (PPO-RLHF style)
+            policy = [self._policy_logprobs(g, comp) for g in groups for comp in g.completions]
+            seq_kl = sequence_kl(self.kl, policy, ref)
+            rewards = rewards - self.kl_ctl.value * seq_kl
+            metrics["kl/reward_penalty"] = float(self.kl_ctl.value * seq_kl.mean())
+        adv, adv_metrics = group_advantages(self.advantage, groups, rewards)  # 4. advantages on groups
+        samples = to_samples(groups, adv, ref, mask_truncated=a.mask_truncated)
+        batches = micro_batches(samples, c.optim.micro_batch_size, self.tokenizer.pad_token_id,
+                                bucket=c.optim.bucket_by_length)  # fmt: skip
+        if a.needs_old_logprobs_pass:  # 5. the batch is reused: freeze the sampling-time policy
+            with timer("old_logprobs"):
+                for mb in batches:
+                    mb.old_logprobs = completion_logprobs_no_grad(self.model, mb, temperature=r.temperature,
+                                                                  autocast=self.autocast)  # fmt: skip
+        with timer("train"):  # 6. mu objective-blind optimizer steps
+            self.model.train()
+            skipped = 0
+            for _ in range(a.mu):
+                update = optimizer_update(
+                    self.model, self.optim, batches, self.objective, temperature=r.temperature,
+                    autocast=self.autocast, grad_clip=c.optim.grad_clip, coefs={"kl": self.kl_ctl.value},
+                    lr_factor=lr_factor(self.opt_step, c.optim, c.optimizer_steps),
+                )  # fmt: skip
+                self.opt_step += 1
+                skipped += update["skipped"]
+        with timer("sync"):  # 7. new weights to the engine, versioned and checked
+            metrics.update(self._sync(samples))
+        metrics.update({**update, "skipped": int(skipped > 0), **adv_metrics, **reward_metrics(groups)})
+        metrics.update(self._kl_control(update, samples))  # 8. adaptive KL
+        metrics["groups/zero_var_frac_sampled"] = zero_var_sampled
+        metrics["padding_frac"] = padding_fraction(batches)
+        metrics["tokens"] = sum(len(s.completion_ids) for s in samples)
+        if c.run.samples_every and step % c.run.samples_every == 0:
+            metrics["samples"] = sample_rows(step, groups)  # the driver writes them to samples.jsonl
+        return metrics
+
+    # ------------------------------------------------------------ helpers
+    def _policy_logprobs(self, group: Any, completion: Any) -> Sequence[float]:
+        """The sampling policy's logprobs (the engine's report; its score when it reports none)."""
+        if completion.sampler_logprobs is not None:
+            return completion.sampler_logprobs
+        scored = self.engine.score([group.prompt_ids], [completion.token_ids],
+                                   temperature=self.config.rollout.temperature)  # fmt: skip
+        return scored[0].logprobs
+
+    def _sync(self, samples: Sequence[Any]) -> dict[str, float]:
+        update_engine(self.engine, self.model, self.opt_step)
+        if not self.config.rollout.engine.check_sync or not samples:
+            return {}
+        probe = max(samples, key=lambda s: len(s.completion_ids))
+        engine_model = getattr(self.engine, "model", None)
+        bf16 = self.autocast or (engine_model is not None and next(engine_model.parameters()).dtype == torch.bfloat16)
+        return check_logprobs(self.engine, self.model, probe, temperature=self.config.rollout.temperature,
+                              autocast=self.autocast, bf16=bf16, pad_id=self.tokenizer.pad_token_id)  # fmt: skip
+
+    def _kl_control(self, update: dict[str, Any], samples: Sequence[Any]) -> dict[str, float]:
+        """beta for the next step; the controller sees the KL per sequence (Ziegler et al.'s units)."""
+        if self.ref_engine is None:
+            return {}
+        out = {"kl/beta": self.kl_ctl.value}
+        if update.get("kl") is not None:
+            counted = [s for s in samples if not s.masked and s.completion_ids]
+            seq_kl = update["kl"] * update["tokens"] / max(len(counted), 1)  # token mean x tokens / sequences
+            out["kl/per_sequence"] = seq_kl
+            self.kl_ctl.update(seq_kl, n_steps=len(samples))
+        return out
+
+    # ------------------------------------------------------------ driver interface
+    def state_dict(self) -> dict[str, Any]:
+        return {"opt_step": self.opt_step, "optimizer": self.optim.state_dict(), "cursor": self.cursor.state_dict(),
+                "kl_coef": self.kl_ctl.value}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.opt_step = state["opt_step"]
+        self.optim.load_state_dict(state["optimizer"])
+        self.cursor.load_state_dict(state["cursor"])
+        self.kl_ctl.value = state.get("kl_coef", self.kl_ctl.value)
+
+    def ready(self) -> None:
+        update_engine(self.engine, self.model, self.opt_step)  # a resumed run's weights to the engine
 
 
-def _setup(config: RLConfig, model, tokenizer, task, engine, collect, ckpt: Path | None) -> RLState:
-    """Build (or take) every component, then restore the checkpoint when resuming."""
-    if config.run.threads:
-        torch.set_num_threads(config.run.threads)
-    seed_everything(config.run.seed)
+def build_rl_stage(config: RLConfig, *, model: nn.Module | None = None, tokenizer: Any = None, task: Any = None,
+                   engine: Any = None, collect: Any = None) -> RLStage:  # fmt: skip
+    """Build (or take) every component the RL stage needs; the driver restores a checkpoint after."""
     if model is None:
         model, tokenizer = build.build_model(config.model)
     model.train()
-    if task is None:
-        task = build.build_task(config.task)
-    train = build.split_examples(task, "train", config.task.train_size)
-    train, _ = build.fit_prompts(train, task, tokenizer, config.rollout.max_prompt_len,
-                                 chat_template=config.model.chat_template)  # fmt: skip
+    task = build.build_task(config.tasks) if task is None else task
+    train, dropped = _train_examples(config, task, tokenizer)
     autocast = build.autocast_for(config.model, model)
-    ref = build.frozen_copy(model, bf16=autocast) if config.algorithm.needs_reference else None
+    a = config.algorithm
+    ref = build.reference_engine(model, tokenizer, bf16=autocast) if a.needs_reference else None
     if engine is None:
-        engine = build.build_engine(config.rollout.engine, model, tokenizer, seed=config.run.seed,
-                                    bf16=autocast)  # fmt: skip
+        engine = build.build_engine(config.rollout.engine, model, tokenizer, seed=config.run.seed, bf16=autocast)
     if collect is None:
         from rlvr.rollout import collect
-    for m in (model, ref):  # after the engine copied the model: its attention kernel is its own business
-        if m is not None:
-            build.set_attention(m, config.model.attn_implementation)
-    st = RLState(config=config, model=model, tokenizer=tokenizer, task=task, engine=engine, ref_model=ref,
-                 optim=build_optimizer(model, config.optim), cursor=DataCursor(train, config.run.seed),
-                 collect=collect, fns=resolve_functions(config), autocast=autocast)  # fmt: skip
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, model)
-        st.step, st.opt_step, st.skips = state["step"], state["opt_step"], state["skips"]
-        st.optim.load_state_dict(state["optimizer"])
-        st.cursor.load_state_dict(state["cursor"])
-    engine.load_weights(model.state_dict())
-    return st
+    build.set_attention(model, config.model.attn_implementation)  # after the engines copied the model
+    members = train if isinstance(train[0], list) else None
+    cursor = (MixtureCursor(members, [t.weight for t in config.tasks], config.run.seed) if members
+              else DataCursor(train, config.run.seed))  # fmt: skip
+    ctl = (AdaptiveKLController(a.kl.beta, a.kl.target, a.kl.horizon) if a.kl.adaptive
+           else FixedKLController(a.kl.beta))  # fmt: skip
+    stage = RLStage(config=config, model=model, tokenizer=tokenizer, task=task, engine=engine, ref_engine=ref,
+                    optim=build_optimizer(model, config.optim), cursor=cursor, collect=collect,
+                    objective=build.build_objective(config), advantage=build.advantage_fn(config),
+                    kl=build.kl_estimator(config), kl_ctl=ctl, autocast=autocast)  # fmt: skip
+    if dropped:
+        stage.warnings.append(f"{dropped} training prompts longer than rollout.max_prompt_len were dropped")
+    return stage
+
+
+def _train_examples(config: RLConfig, task: Any, tokenizer: Any) -> tuple[list[Any], int]:
+    """The train split that fits rollout.max_prompt_len: a list, or one list per mixture member."""
+    chat, limit = config.model.chat_template, config.rollout.max_prompt_len
+    if hasattr(task, "member_examples") and len(config.tasks) > 1:
+        out, dropped = [], 0
+        for rows, cfg in zip(task.member_examples("train"), config.tasks):
+            rows = rows if cfg.train_size is None else rows[: cfg.train_size]
+            kept, d = build.fit_prompts(rows, task, tokenizer, limit, chat_template=chat)
+            out.append(kept)
+            dropped += d
+        return out, dropped
+    examples = build.split_examples(task, "train", config.tasks[0].train_size)
+    return list(build.fit_prompts(examples, task, tokenizer, limit, chat_template=chat))
+
+
+def train_rl(config: RLConfig, *, resume: bool = False, callbacks: Sequence[Callback] = (), **components: Any) -> RunResult:
+    """Run (or, with `resume`, continue) RL training as `config` says; return how it ended.
+
+    `components` (model, tokenizer, task, engine, collect) default to what the config names; pass
+    them to inject your own (tests pass fakes).  `callbacks` run every `run.eval_every` steps and
+    after the last step; their metrics are logged as "eval/<name>".
+    """
+    build.validate(config)
+    return run_stage(config, lambda: build_rl_stage(config, **components), resume=resume, callbacks=callbacks)

@@ -1,62 +1,23 @@
-"""The named steps of the RL loop (`rlvr.trainer.rl.train_rl` reads as a sequence of these).
+"""The named steps of an RL step (`rlvr.trainer.rl.RLStage.step` reads as a sequence of these).
 
-Each helper does one thing: collect groups (with DAPO dynamic sampling), turn groups into samples,
-attach old/reference logprobs, compute advantages, run one optimizer step over the micro-batches
-with the global denominator, and summarise what happened as the shared metric keys.
+Each helper does one thing: collect groups (with DAPO dynamic sampling), score the reference policy
+through its engine, compute sequence-level advantages on the groups, turn groups into samples, and
+summarise what happened as the shared metric keys.
 """
 
 from __future__ import annotations
 
-import inspect
-import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor, nn
 
-from rlvr.algorithms import registry
 from rlvr.algorithms.advantages import zero_variance_frac
-from rlvr.algorithms.aggregate import aggregate, global_denominator
-from rlvr.algorithms.correction import mismatch_metrics, truncated_is_weights
-from rlvr.config import RLConfig
 from rlvr.rollout.base import SamplingParams
-from rlvr.trainer.batching import MicroBatch, Sample
-from rlvr.trainer.data import DataCursor
-from rlvr.trainer.forward import completion_logprobs, completion_logprobs_no_grad
-from rlvr.trainer.optim import Optimizers, lr_factor
+from rlvr.trainer.batching import Sample
 from rlvr.trainer.run import Timer, step_seed
 from rlvr.types import Example, Group
-
-
-@dataclass(slots=True)
-class RLState:
-    """Everything the loop carries from step to step."""
-
-    config: RLConfig
-    model: nn.Module
-    tokenizer: Any
-    task: Any
-    engine: Any
-    ref_model: nn.Module | None
-    optim: Optimizers
-    cursor: DataCursor[Example]
-    collect: Callable[..., list[Group]]
-    step: int = 0  # RL steps completed
-    opt_step: int = 0  # optimizer steps completed
-    skips: int = 0  # consecutive non-finite updates
-    fns: dict[str, Callable[..., Any]] = field(default_factory=dict)
-    autocast: bool = False  # model.bf16_autocast resolved for the model's device
-
-    def trainer_state(self) -> dict[str, Any]:
-        return {"opt_step": self.opt_step, "skips": self.skips, "optimizer": self.optim.state_dict(),
-                "cursor": self.cursor.state_dict()}  # fmt: skip
-
-    @property
-    def temperature(self) -> float:
-        return self.config.rollout.temperature
 
 
 class _TimedTask:
@@ -68,22 +29,23 @@ class _TimedTask:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._task, name)
 
-    def score(self, example: Example, completion: str) -> Any:
+    def score(self, example: Example, completion: str, **kw: Any) -> Any:
         with self._timer("score"):
-            return self._task.score(example, completion)
+            return self._task.score(example, completion, **kw)
 
 
-def sampling_params(st: RLState, step: int, attempt: int) -> SamplingParams:
-    r = st.config.rollout
+def sampling_params(config: Any, eos_id: int | None, step: int, attempt: int) -> SamplingParams:
+    r = config.rollout
     return SamplingParams(
         n=r.group_size, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k, max_new_tokens=r.max_new_tokens,
-        min_new_tokens=r.min_new_tokens, stop_token_ids=(st.tokenizer.eos_token_id,),
-        seed=step_seed(st.config.run.seed, step, attempt),
+        min_new_tokens=r.min_new_tokens, stop_token_ids=() if eos_id is None else (eos_id,),
+        seed=step_seed(config.run.seed, step, attempt),
     )  # fmt: skip
 
 
-def collect_groups(st: RLState, step: int, timer: Timer) -> tuple[list[Group], int]:
-    """Sample `prompts_per_step` prompts and their groups; (groups, zero-variance groups seen).
+def collect_groups(st: Any, step: int, timer: Timer) -> tuple[list[Group], float]:
+    """Sample `prompts_per_step` prompts and their groups; (groups, fraction of all groups sampled this
+    step, dropped ones included, whose rewards were all equal).
 
     With dynamic sampling (DAPO, Yu et al. 2025, §3.2) groups whose rewards are all equal carry no
     signal and are dropped; more prompts are drawn until the batch is full or `max_sampling_tries`
@@ -93,156 +55,62 @@ def collect_groups(st: RLState, step: int, timer: Timer) -> tuple[list[Group], i
     task = _TimedTask(st.task, timer)
     kept: list[Group] = []
     dropped: list[Group] = []
+    seen = 0
     for attempt in range(a.max_sampling_tries if a.dynamic_sampling else 1):
-        examples = st.cursor.take(need - len(kept))
+        examples = st.cursor.take(need - len(kept), step=step, attempt=attempt)
         t = time.perf_counter()
-        groups = st.collect(st.engine, st.tokenizer, task, examples, sampling_params(st, step, attempt),
+        params = sampling_params(st.config, st.tokenizer.eos_token_id, step, attempt)
+        groups = st.collect(st.engine, st.tokenizer, task, examples, params,
                             chat_template=st.config.model.chat_template)  # fmt: skip
         timer.add("generate", time.perf_counter() - t)
+        seen += len(groups)
         for g in groups:
             signal = len(set(g.rewards)) > 1
             (kept if signal or not a.dynamic_sampling else dropped).append(g)
         if len(kept) >= need:
             break
     zero_var = len(dropped) + sum(len(set(g.rewards)) <= 1 for g in kept)
-    return kept + dropped[: need - len(kept)], zero_var
+    return kept + dropped[: need - len(kept)], zero_var / max(seen, 1)
 
 
-def to_samples(groups: Sequence[Group], *, mask_truncated: bool) -> list[Sample]:
-    samples = []
-    for g in groups:
-        for c, s in zip(g.completions, g.scores):
-            samples.append(Sample(
-                prompt_ids=tuple(g.prompt_ids), completion_ids=tuple(c.token_ids), sampler_logprobs=c.sampler_logprobs,
-                reward=s.total, masked=mask_truncated and c.truncated, index=len(samples),
-            ))  # fmt: skip
-    return samples
+def reference_logprobs(ref_engine: Any, groups: Sequence[Group], *, temperature: float) -> list[tuple[float, ...]]:
+    """The reference policy's logprobs of every completion, through its engine's `score` (group order)."""
+    prompts = [g.prompt_ids for g in groups for _ in g.completions]
+    completions = [c.token_ids for g in groups for c in g.completions]
+    return [s.logprobs for s in ref_engine.score(prompts, completions, temperature=temperature)]
 
 
-def attach(
-    model: nn.Module, batches: Sequence[MicroBatch], key: str, *, temperature: float, autocast: bool
-) -> None:
-    """Store no-grad completion logprobs of `model` in each batch's extras[key] (old or reference)."""
-    for mb in batches:
-        mb.extras[key] = completion_logprobs_no_grad(model, mb, temperature=temperature, autocast=autocast)
+def sequence_kl(kl: Callable[..., torch.Tensor], policy: Sequence[Sequence[float]],
+                ref: Sequence[Sequence[float]]) -> torch.Tensor:  # fmt: skip  # -> [N]
+    """Sum over each completion's tokens of the per-token KL estimate (for KL in the reward)."""
+    return torch.stack([kl(torch.tensor([list(p)]), torch.tensor([list(r)])).sum() if len(p) else torch.zeros(())
+                        for p, r in zip(policy, ref)])  # fmt: skip
 
 
-def compute_advantages(
-    st: RLState, groups: Sequence[Group], samples: Sequence[Sample], batches: Sequence[MicroBatch]
-) -> dict[str, float]:
-    """Rewards (minus beta * sequence KL when KL is in the reward) -> advantages, set on every batch."""
-    a = st.config.algorithm
-    rewards = torch.tensor([s.reward for s in samples], dtype=torch.float32)  # [N]
-    group_ids = torch.tensor(
-        [i for i, g in enumerate(groups) for _ in g.completions]
-    )  # [N], as to_samples orders
-    if a.beta > 0 and a.kl_in == "reward":
-        seq_kl = torch.zeros_like(rewards)
-        for mb in batches:
-            kl = st.fns["kl"](mb.extras["old_logprobs"], mb.extras["ref_logprobs"]) * mb.loss_mask
-            seq_kl[mb.index] = kl.sum(-1)
-        rewards = rewards - a.beta * seq_kl
-    fn = st.fns["advantage"]
-    kwargs = {"scale": a.scale_advantages} if "scale" in inspect.signature(fn).parameters else {}
-    adv = fn(rewards, group_ids, **kwargs).float()  # [N]
-    for mb in batches:
-        mb.advantages = adv[mb.index]
+def group_advantages(
+    advantage: Callable[..., torch.Tensor], groups: Sequence[Group], rewards: torch.Tensor  # [N]
+) -> tuple[torch.Tensor, dict[str, float]]:  # [N], metrics
+    """Sequence-level advantages of the step's groups (GRPO & co: each sample against its group)."""
+    group_ids = torch.tensor([i for i, g in enumerate(groups) for _ in g.completions])  # [N]
+    adv = advantage(rewards, group_ids).float()
     stats = {"adv/mean": adv.mean(), "adv/std": adv.std() if adv.numel() > 1 else 0.0, "adv/min": adv.min(),
              "adv/max": adv.max(), "groups/zero_var_frac": zero_variance_frac(rewards, group_ids)}  # fmt: skip
-    return {k: float(v) for k, v in stats.items()}
+    return adv, {k: float(v) for k, v in stats.items()}
 
 
-def objective_kwargs(fn: Callable[..., Any], st: RLState) -> dict[str, Any]:
-    a = st.config.algorithm
-    params = inspect.signature(fn).parameters
-    hyper = {"clip_low": a.clip_low, "clip_high": a.clip_high, "dual_clip": a.dual_clip}
-    return {k: v for k, v in hyper.items() if k in params and v is not None}
-
-
-def micro_step(st: RLState, mb: MicroBatch, denominator: Tensor, acc: _Accumulator) -> None:
-    """Forward, per-token loss, aggregation with the step's global denominator, backward."""
-    a, r = st.config.algorithm, st.config.rollout
-    logprobs, entropy = completion_logprobs(st.model, mb, temperature=st.temperature,
-                                            autocast=st.autocast)  # fmt: skip
-    old = mb.extras.get("old_logprobs", logprobs.detach())  # mu == 1: on-policy, no second forward
-    mask = mb.loss_mask
-    per_token, metrics = st.fns["objective"](logprobs=logprobs, old_logprobs=old, advantages=mb.advantages,
-                                             loss_mask=mask, **objective_kwargs(st.fns["objective"], st))  # fmt: skip
-    if mb.sampler_logprobs is not None:
-        if a.tis_cap is not None:
-            per_token = per_token * truncated_is_weights(
-                old, mb.sampler_logprobs, mask, level=a.tis_level, cap=a.tis_cap
-            )
-        metrics.update(
-            mismatch_metrics(old, mb.sampler_logprobs, mask, cap=a.tis_cap or 2.0, level=a.tis_level)
-        )
-    if "ref_logprobs" in mb.extras:
-        kl = st.fns["kl"](logprobs, mb.extras["ref_logprobs"])
-        if a.kl_in == "loss":
-            per_token = per_token + a.beta * kl
-        metrics["kl"] = _masked(kl.detach(), mask)
-    loss = aggregate(per_token, mask, a.aggregation, denominator=denominator, max_len=r.max_new_tokens)
-    loss.backward()
-    metrics["entropy"] = _masked(entropy, mask)
-    acc.add(metrics, weight=float(mask.sum()), loss=float(loss.detach()))
-
-
-def _masked(x: Tensor, mask: Tensor) -> Tensor:
-    m = mask.to(x.dtype)
-    return (x * m).sum() / m.sum().clamp_min(1.0)
-
-
-class _Accumulator:
-    """Token-weighted means of micro-batch metrics (maxima for */max keys), summed loss."""
-
-    def __init__(self) -> None:
-        self.sums: dict[str, float] = {}
-        self.weights: dict[str, float] = {}
-        self.loss = 0.0
-
-    def add(self, metrics: dict[str, Tensor], *, weight: float, loss: float) -> None:
-        self.loss += loss
-        for k, v in metrics.items():
-            v = float(v)
-            if k.endswith("max") or k.endswith("max_ratio"):
-                self.sums[k] = max(self.sums.get(k, -math.inf), v)
-                self.weights[k] = 1.0
-            else:
-                self.sums[k] = self.sums.get(k, 0.0) + v * weight
-                self.weights[k] = self.weights.get(k, 0.0) + weight
-
-    def result(self) -> dict[str, float]:
-        out = {k: (v if k.endswith("max") or k.endswith("max_ratio") else v / max(self.weights[k], 1e-12))
-               for k, v in self.sums.items()}  # fmt: skip
-        return {**out, "loss": self.loss}
-
-
-def optimizer_update(st: RLState, batches: Sequence[MicroBatch]) -> dict[str, float]:
-    """One optimizer step over all micro-batches: global denominator, accumulate, clip, step (or skip)."""
-    a, o = st.config.algorithm, st.config.optim
-    denominator = global_denominator([mb.loss_mask for mb in batches], a.aggregation,
-                                     max_len=st.config.rollout.max_new_tokens)  # fmt: skip
-    acc = _Accumulator()
-    for mb in batches:
-        micro_step(st, mb, denominator, acc)
-    metrics = acc.result()
-    metrics.update(apply_gradients(st.model, st.optim, o.grad_clip, lr_factor(st.opt_step, o, st.config.optimizer_steps),
-                                   finite_loss=math.isfinite(metrics["loss"])))  # fmt: skip
-    st.opt_step += 1
-    return metrics
-
-
-def apply_gradients(model: nn.Module, optim: Optimizers, grad_clip: float | None, factor: float, *,
-                    finite_loss: bool) -> dict[str, float]:  # fmt: skip
-    """Clip and step, or skip the update (and report "skipped": 1) when the loss or gradient is non-finite."""
-    params = [p for p in model.parameters() if p.grad is not None]
-    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip is not None else math.inf)
-    lr = optim.set_lr(factor)
-    skipped = not (finite_loss and torch.isfinite(norm))
-    if not skipped:
-        optim.step()
-    optim.zero_grad()
-    return {"grad_norm": float(norm), "lr": lr, "skipped": int(skipped)}
+def to_samples(groups: Sequence[Group], advantages: torch.Tensor, ref: Sequence[Sequence[float]] | None, *,
+               mask_truncated: bool) -> list[Sample]:  # fmt: skip
+    """One training sample per completion, in group order, carrying everything the loss needs."""
+    samples: list[Sample] = []
+    for g in groups:
+        for c, s in zip(g.completions, g.scores):
+            i = len(samples)
+            samples.append(Sample(
+                prompt_ids=tuple(g.prompt_ids), completion_ids=tuple(c.token_ids), sampler_logprobs=c.sampler_logprobs,
+                ref_logprobs=None if ref is None else tuple(ref[i]), advantage=float(advantages[i]), reward=s.total,
+                masked=mask_truncated and c.truncated, index=i,
+            ))  # fmt: skip
+    return samples
 
 
 def reward_metrics(groups: Sequence[Group]) -> dict[str, float]:
@@ -262,14 +130,9 @@ def reward_metrics(groups: Sequence[Group]) -> dict[str, float]:
 
 
 def sample_rows(step: int, groups: Sequence[Group]) -> list[dict[str, Any]]:
+    """samples.jsonl rows; `prefix` is what the prompt left open, so `rlvr verify` grades them the same."""
     return [
-        {"step": step, "example_id": g.example.id, "prompt": g.prompt, "completion": c.text, "reward": s.total,
-         "parts": dict(s.parts), "finish_reason": c.finish_reason}
+        {"step": step, "example_id": g.example.id, "prompt": g.prompt, "prefix": getattr(g, "prefix", ""),
+         "completion": c.text, "reward": s.total, "parts": dict(s.parts), "finish_reason": c.finish_reason}
         for g in groups for c, s in zip(g.completions, g.scores)
     ]  # fmt: skip
-
-
-def resolve_functions(config: RLConfig) -> dict[str, Callable[..., Any]]:
-    a = config.algorithm
-    return {"advantage": registry.resolve("advantage", a.advantage), "objective": registry.resolve("objective", a.objective),
-            "kl": registry.resolve("kl", a.kl_estimator)}  # fmt: skip

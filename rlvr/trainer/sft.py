@@ -4,7 +4,7 @@ Pairs come from a JSONL file (`data.path`) or from the task's worked solutions
 (`task.solution(example, rng, noise)`, for an R1-format cold start).  The loss is the token mean of
 -log p(completion token) over the whole optimizer step: one global denominator (the step's
 completion-token count) shared by every micro-batch, so gradient accumulation changes nothing.
-Optimizer, schedule, checkpoints and logging are the RL loop's.
+It runs on the shared objective-blind step (the NLL term) and the one loop driver.
 """
 
 from __future__ import annotations
@@ -12,24 +12,23 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from rlvr.algorithms.aggregate import aggregate, global_denominator
-from rlvr.config import ConfigError, SFTConfig, save_config
+from rlvr.algorithms.compose import Objective, nll_term
+from rlvr.config import ConfigError, SFTConfig
 from rlvr.trainer import build
 from rlvr.trainer.batching import MicroBatch, Sample, micro_batches, padding_fraction
-from rlvr.trainer.checkpoint import load_checkpoint, save_checkpoint
 from rlvr.trainer.data import DataCursor
-from rlvr.trainer.forward import completion_logprobs
-from rlvr.trainer.logging import RunLogger
-from rlvr.trainer.optim import build_optimizer, lr_factor
-from rlvr.trainer.packing import PackedBatch, packed_batches, packed_logprobs
-from rlvr.trainer.rl_steps import apply_gradients
-from rlvr.trainer.run import RunResult, Timer, prepare_run_dir, seed_everything, stop_on_signals
+from rlvr.trainer.driver import run_stage
+from rlvr.trainer.optim import Optimizers, build_optimizer, lr_factor
+from rlvr.trainer.packing import PackedBatch, packed_batches
+from rlvr.trainer.run import Callback, RunResult, Timer
+from rlvr.trainer.step import optimizer_update
 
 
 def read_pairs(path: str | Path, prompt_field: str, completion_field: str) -> list[tuple[str, str]]:
@@ -92,97 +91,76 @@ def make_samples(config: SFTConfig, task: Any, tokenizer: Any) -> tuple[list[Sam
     return samples, dropped
 
 
-def sft_step(
-    model: nn.Module, batch: Sequence[Sample], config: SFTConfig, pad_id: int, *, autocast: bool = False
-) -> dict[str, float]:
-    """Forward/backward over the step's micro-batches (packed rows with data.packing) with the global
-    token-mean denominator."""
-    batches: Sequence[MicroBatch | PackedBatch]
+SFT_OBJECTIVE = Objective(
+    terms=(("nll", nll_term, 1.0),),
+    aggregate=lambda per_token, mask, d: aggregate(per_token, mask, "token_mean", denominator=d),
+    denominator=lambda masks: global_denominator(masks, "token_mean"),
+)
+
+
+def sft_batches(batch: Sequence[Sample], config: SFTConfig, pad_id: int) -> Sequence[MicroBatch | PackedBatch]:
+    """The step's micro-batches: packed rows with data.packing, else length-bucketed micro-batches."""
     if config.data.packing:
-        batches = packed_batches(batch, config.data.max_len, config.optim.micro_batch_size, pad_id)
-    else:
-        batches = micro_batches(
-            batch, config.optim.micro_batch_size, pad_id, bucket=config.optim.bucket_by_length
-        )
-    denominator = global_denominator([b.loss_mask for b in batches], "token_mean")
-    loss_sum = 0.0
-    for b in batches:
-        if isinstance(b, PackedBatch):
-            logprobs = packed_logprobs(model, b, autocast=autocast)
-        else:
-            logprobs = completion_logprobs(model, b, autocast=autocast)[0]
-        loss = aggregate(-logprobs, b.loss_mask, "token_mean", denominator=denominator)
-        loss.backward()
-        loss_sum += float(loss.detach())
-    return {"loss": loss_sum, "tokens": int(denominator), "padding_frac": padding_fraction(batches)}
+        return packed_batches(batch, config.data.max_len, config.optim.micro_batch_size, pad_id)
+    return micro_batches(batch, config.optim.micro_batch_size, pad_id, bucket=config.optim.bucket_by_length)
 
 
-def train_sft(
-    config: SFTConfig,
-    *,
-    resume: bool = False,
-    model: nn.Module | None = None,
-    tokenizer: Any = None,
-    task: Any = None,
-) -> RunResult:
-    """Run (or continue) supervised fine-tuning as `config` says; checkpoints and logs like `train_rl`."""
-    build.validate(config)
-    run_dir, ckpt = prepare_run_dir(config.run.out_dir, resume)
-    if config.run.threads:
-        torch.set_num_threads(config.run.threads)
-    seed_everything(config.run.seed)
+@dataclass(slots=True)
+class SFTStage:
+    """The SFT stage (kind = "sft"): the NLL objective through the shared objective-blind step."""
+
+    config: SFTConfig
+    model: nn.Module
+    tokenizer: Any
+    task: Any
+    optim: Optimizers
+    cursor: DataCursor[Sample]
+    autocast: bool = False
+    engine: Any = None  # evaluation builds its own engine over the trained weights
+    warnings: list[str] = field(default_factory=list)
+    kind: str = "sft"
+
+    def step(self, step: int, timer: Timer) -> dict[str, Any]:
+        c = self.config
+        with timer("train"):
+            batches = sft_batches(self.cursor.take(c.data.batch_size), c, self.tokenizer.pad_token_id)
+            self.model.train()
+            metrics = optimizer_update(self.model, self.optim, batches, SFT_OBJECTIVE, temperature=1.0,
+                                       autocast=self.autocast, grad_clip=c.optim.grad_clip,
+                                       lr_factor=lr_factor(step - 1, c.optim, c.optimizer_steps))  # fmt: skip
+        return {**metrics, "padding_frac": padding_fraction(batches), "epoch": self.cursor.epoch}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optim.state_dict(), "cursor": self.cursor.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optim.load_state_dict(state["optimizer"])
+        self.cursor.load_state_dict(state["cursor"])
+
+    def ready(self) -> None:
+        pass
+
+
+def build_sft_stage(config: SFTConfig, *, model: nn.Module | None = None, tokenizer: Any = None,
+                    task: Any = None) -> SFTStage:  # fmt: skip
     if model is None:
         model, tokenizer = build.build_model(config.model)
-    if task is None and config.data.path is None:
+    if task is None and config.task is not None:
         task = build.build_task(config.task)
     build.set_attention(model, config.model.attn_implementation)
-    autocast = build.autocast_for(config.model, model)
     samples, dropped = make_samples(config, task, tokenizer)
-    optim, cursor = build_optimizer(model, config.optim), DataCursor(samples, config.run.seed)
-    start, skips = 0, 0
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, model)
-        start, skips = state["step"], state["skips"]
-        optim.load_state_dict(state["optimizer"])
-        cursor.load_state_dict(state["cursor"])
-    save_config(config, run_dir)
-    run = config.run
-    logger = RunLogger(run_dir, stage="sft", total_steps=run.steps, start_step=start, progress=run.progress,
-                       tensorboard=run.tensorboard)  # fmt: skip
+    stage = SFTStage(config=config, model=model, tokenizer=tokenizer, task=task,
+                     optim=build_optimizer(model, config.optim), cursor=DataCursor(samples, config.run.seed),
+                     autocast=build.autocast_for(config.model, model))  # fmt: skip
     if dropped:
-        logger.warn(
+        stage.warnings.append(
             f"{dropped} pairs longer than data.max_len = {config.data.max_len} in the prompt were dropped"
         )
-    result = RunResult(run_dir=run_dir, step=start, checkpoint=ckpt)
-    model.train()
-    with stop_on_signals() as stop:
-        for step in range(start + 1, run.steps + 1):
-            timer = Timer()
-            with timer("train"):
-                metrics: dict[str, Any] = sft_step(model, cursor.take(config.data.batch_size), config,
-                                                   tokenizer.pad_token_id, autocast=autocast)  # fmt: skip
-                factor = lr_factor(step - 1, config.optim, config.optimizer_steps)
-                metrics.update(apply_gradients(model, optim, config.optim.grad_clip, factor,
-                                               finite_loss=bool(torch.isfinite(torch.tensor(metrics["loss"])))))  # fmt: skip
-            skips = skips + 1 if metrics["skipped"] else 0
-            if metrics["skipped"]:
-                logger.warn(f"step {step}: non-finite loss or gradient, update skipped ({skips} in a row)")
-            metrics.update(timer.metrics())
-            metrics["tokens_per_s"] = metrics.pop("tokens") / max(metrics["time/step"], 1e-9)
-            metrics["epoch"] = cursor.epoch
-            logger.log(step, metrics)
-            result.metrics, result.step = {"step": step, **metrics}, step
-            if skips >= run.max_consecutive_skips:
-                logger.warn(f"{skips} non-finite updates in a row: stopping; last good checkpoint kept")
-                result.status = "diverged"
-                break
-            due = step == run.steps or stop or (run.save_every and step % run.save_every == 0)
-            if due and skips == 0:  # after a skipped update, keep the last good checkpoint as is
-                state = {"skips": skips, "optimizer": optim.state_dict(), "cursor": cursor.state_dict()}
-                result.checkpoint = save_checkpoint(run_dir, step, model, tokenizer, state, run.keep_last)
-            if stop:
-                logger.warn(f"{stop.signal}: stopped after step {step}, checkpoint {result.checkpoint}")
-                result.status = "interrupted"
-                break
-    logger.close()
-    return result
+    return stage
+
+
+def train_sft(config: SFTConfig, *, resume: bool = False, callbacks: Sequence[Callback] = (),
+              **components: Any) -> RunResult:  # fmt: skip
+    """Run (or continue) supervised fine-tuning as `config` says, on the shared loop driver."""
+    build.validate(config)
+    return run_stage(config, lambda: build_sft_stage(config, **components), resume=resume, callbacks=callbacks)

@@ -7,6 +7,7 @@ from torch.testing import assert_close
 from rlvr.algorithms.aggregate import aggregate
 from rlvr.algorithms.objectives import cispo, gspo, ppo_clip, reinforce
 from rlvr.algorithms.registry import OBJECTIVES
+from rlvr.config import parse_config
 
 LN = math.log
 
@@ -91,8 +92,8 @@ def test_sequence_advantages_broadcast_like_token_advantages():
     g = torch.Generator().manual_seed(0)
     logp, old = torch.randn(3, 5, generator=g), torch.randn(3, 5, generator=g)
     adv = torch.randn(3, generator=g)
-    for fn in (ppo_clip, cispo):
-        assert_close(fn(logp, old, adv)[0], fn(logp, old, adv[:, None].expand(3, 5))[0])
+    for fn, kw in ((ppo_clip, {}), (cispo, {"clip_low": None, "clip_high": 0.2})):
+        assert_close(fn(logp, old, adv, **kw)[0], fn(logp, old, adv[:, None].expand(3, 5), **kw)[0])
     with pytest.raises(ValueError, match="advantages"):
         ppo_clip(logp, old, torch.zeros(5))
 
@@ -151,7 +152,7 @@ def test_gspo_token_form_has_the_sequence_objective_gradient():
     assert_close(ours, paper)
     assert_close(x1.grad, x2.grad)
     # the same composition passes a numerical gradient check (detach tricks do not fool it)
-    fn = lambda x: aggregate(gspo(x, old, adv, loss_mask=mask)[0], mask, "seq_mean_token_mean")  # noqa: E731
+    fn = lambda x: aggregate(gspo(x, old, adv, loss_mask=mask, clip_low=3e-4, clip_high=4e-4)[0], mask, "seq_mean_token_mean")  # noqa: E731
     assert torch.autograd.gradcheck(fn, (old.clone().requires_grad_(),))
 
 
@@ -163,14 +164,14 @@ def test_cispo_hand_values():
     #   grad = -w*A = [-2.0, -2.4, 0.5]   (every token keeps a gradient, even the truncated one)
     logp = _leaf([[-1.0, -2.0, -0.5]])
     old = torch.tensor([[-1.0, -2.0 - LN(1.5), -0.5 - LN(0.5)]])
-    loss, m = cispo(logp, old, torch.tensor([[2.0, 2.0, -1.0]]))
+    loss, m = cispo(logp, old, torch.tensor([[2.0, 2.0, -1.0]]), clip_low=None, clip_high=0.2)
     assert_close(loss, torch.tensor([[2.0, 4.8, -0.25]]))
     loss.sum().backward()
     assert_close(logp.grad, torch.tensor([[-2.0, -2.4, 0.5]]))
     assert_close(m["clip/high_frac"], torch.tensor(1 / 3))
     assert_close(m["clip/low_frac"], torch.tensor(0.0))
     # with clip_low 0.2 the r = 0.5 weight becomes 0.8: loss -(0.8*-1*-0.5) = -0.4, low_frac 1/3
-    loss, m = cispo(logp.detach(), old, torch.tensor([[2.0, 2.0, -1.0]]), clip_low=0.2)
+    loss, m = cispo(logp.detach(), old, torch.tensor([[2.0, 2.0, -1.0]]), clip_low=0.2, clip_high=0.2)
     assert_close(loss[0, 2], torch.tensor(-0.4))
     assert_close(m["clip/low_frac"], torch.tensor(1 / 3))
 
@@ -182,7 +183,7 @@ def test_cispo_gradcheck_where_weights_are_truncated():
     old = torch.randn(2, 5, generator=g, dtype=torch.float64)
     logp = (old + 0.5 + torch.rand(2, 5, generator=g, dtype=torch.float64)).requires_grad_()
     adv = torch.randn(2, generator=g, dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda x: cispo(x, old, adv)[0], (logp,))
+    assert torch.autograd.gradcheck(lambda x: cispo(x, old, adv, clip_low=None, clip_high=0.2)[0], (logp,))
 
 
 # ------------------------------------------------------------------------------------------ reinforce
@@ -204,8 +205,10 @@ def test_every_objective_accepts_the_keyword_convention(name):
     g = torch.Generator().manual_seed(4)
     logp = torch.randn(2, 3, generator=g, requires_grad=True)
     mask = torch.tensor([[1, 1, 0], [0, 0, 0]], dtype=torch.bool)  # includes a fully masked row
-    loss, metrics = OBJECTIVES[name](
-        logprobs=logp, old_logprobs=logp.detach() + 0.1, advantages=torch.tensor([1.0, -1.0]), loss_mask=mask
+    settings = parse_config({"task": {"name": "sort"}, "algorithm": {"objective": name}}).algorithm.objective.settings()
+    loss, metrics = OBJECTIVES[name](  # with the settings its config section holds
+        logprobs=logp, old_logprobs=logp.detach() + 0.1, advantages=torch.tensor([1.0, -1.0]), loss_mask=mask,
+        **settings,
     )
     assert loss.shape == (2, 3) and loss.requires_grad
     assert all(v.dim() == 0 and not v.requires_grad and torch.isfinite(v) for v in metrics.values())

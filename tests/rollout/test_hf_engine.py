@@ -57,8 +57,26 @@ def test_sampler_logprobs_equal_teacher_forced_scores(model, tok, prompts):
     flat = [(p, c) for p, g in zip(prompts, groups) for c in g]
     scores = eng.score([p for p, _ in flat], [c.token_ids for _, c in flat])
     for (_, c), s in zip(flat, scores):
-        assert len(s) == len(c.token_ids) == 24
-        assert torch.allclose(torch.tensor(c.sampler_logprobs), torch.tensor(s), atol=1e-4)
+        assert len(s.logprobs) == len(c.token_ids) == 24
+        assert torch.allclose(torch.tensor(c.sampler_logprobs), torch.tensor(s.logprobs), atol=1e-4)
+
+
+def test_score_at_temperature_and_top_k(model, tok, prompts):
+    """score(temperature=T) equals the sampler's logprobs at T; top_k lists each position's best tokens."""
+    eng = engine(model, tok)
+    groups = eng.generate(prompts[:2], sample(temperature=0.7, min_new_tokens=6, max_new_tokens=6))
+    flat = [(p, c) for p, g in zip(prompts, groups) for c in g]
+    scored = eng.score([p for p, _ in flat], [c.token_ids for _, c in flat], temperature=0.7, top_k=3)
+    for (p, c), s in zip(flat, scored):
+        assert torch.allclose(torch.tensor(c.sampler_logprobs), torch.tensor(s.logprobs), atol=1e-4)
+        ids = torch.tensor([list(p) + list(c.token_ids)])
+        with torch.no_grad():
+            lp = (model(ids).logits[0, len(p) - 1 : -1] / 0.7).log_softmax(-1)
+        best = lp.topk(3, dim=-1)
+        assert [list(x) for x in s.top_ids] == best.indices.tolist()
+        assert torch.allclose(torch.tensor(s.top_logprobs), best.values, atol=1e-4)
+        assert all(a >= b for row in s.top_logprobs for a, b in zip(row, row[1:]))  # descending
+    assert eng.score([prompts[0]], [[5]])[0].top_ids is None  # no top-k unless asked
 
 
 def test_score_matches_unpadded_forward(model, tok, prompts):
@@ -69,7 +87,7 @@ def test_score_matches_unpadded_forward(model, tok, prompts):
         with torch.no_grad():
             lp = model(ids).logits[0, len(p) - 1 : -1].log_softmax(-1)
         want = lp[torch.arange(len(c)), torch.tensor(c, dtype=torch.long)].tolist() if c else []
-        assert s == pytest.approx(want, abs=1e-4)
+        assert list(s.logprobs) == pytest.approx(want, abs=1e-4)
 
 
 def test_temperature_logprobs_are_scaled(model, tok, prompts):
@@ -142,16 +160,20 @@ def test_eos_stops_and_is_dropped_from_text(model, tok, prompts):
     assert tok.eos_token not in c.text and len(c.text) == 2
 
 
-def test_load_weights_and_fingerprint(model, tok, prompts):
+def _lps(scores):
+    return torch.tensor([s.logprobs for s in scores])
+
+
+def test_update_weights_versions_and_fingerprint(model, tok, prompts):
     eng = engine(model, tok)
     fp, ptr = eng.fingerprint(), eng.model.model.embed_tokens.weight.data_ptr()
     other = build_model("1m", tok, seed=1)
-    eng.load_weights(other.state_dict())
+    assert eng.version == 0 and eng.update_weights(other.state_dict(), version=7) == 7 and eng.version == 7
     assert eng.fingerprint() != fp and eng.model.model.embed_tokens.weight.data_ptr() == ptr
     ref = engine(other, tok).score(prompts, [[5, 6]] * 4)
-    assert torch.allclose(torch.tensor(eng.score(prompts, [[5, 6]] * 4)), torch.tensor(ref), atol=1e-5)
+    assert torch.allclose(_lps(eng.score(prompts, [[5, 6]] * 4)), _lps(ref), atol=1e-5)
     with pytest.raises(KeyError, match="unknown parameter names"):
-        eng.load_weights({"nope.weight": torch.zeros(1)})
+        eng.update_weights({"nope.weight": torch.zeros(1)}, version=8)
 
 
 def test_shared_weights_follow_the_trainer(tok, prompts):
@@ -160,7 +182,7 @@ def test_shared_weights_follow_the_trainer(tok, prompts):
     fp, before = eng.fingerprint(), eng.score(prompts[:1], [[5, 6]])
     with torch.no_grad():
         policy.model.norm.weight.mul_(1.5)
-    eng.load_weights({})  # a no-op when sharing
+    assert eng.update_weights({}, version=1) == 1  # only the version moves when sharing
     assert eng.fingerprint() != fp and eng.score(prompts[:1], [[5, 6]]) != before
 
 
@@ -168,7 +190,7 @@ def test_bf16_engine_is_close_to_fp32(model, tok, prompts):
     comps = [[5, 6, 7, 8]] * 4
     lo = HFEngine(model, tok, dtype=torch.bfloat16).score(prompts, comps)
     hi = engine(model, tok).score(prompts, comps)
-    assert torch.allclose(torch.tensor(lo), torch.tensor(hi), atol=0.1)
+    assert torch.allclose(_lps(lo), _lps(hi), atol=0.1)
     out = HFEngine(model, tok).generate(prompts, sample(n=2, max_new_tokens=8, min_new_tokens=8))
     assert all(len(c.token_ids) == len(c.sampler_logprobs) == 8 for g in out for c in g)
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from rlvr.config import OptimConfig, RLConfig, RolloutConfig, RunConfig, TaskConfig
-from rlvr.rollout.base import SamplingParams
+from rlvr.config import AdamWConfig, RLConfig, RolloutConfig, RunConfig, TaskConfig
+from rlvr.rollout.base import SamplingParams, TokenScores
 from rlvr.types import Completion, Group, Score
 
 ALPHABET = "0123456789 <>/a"
@@ -22,6 +22,7 @@ class FakeEngine:
         self.tokenizer = tokenizer
         self.ids = [tokenizer.convert_tokens_to_ids(c) for c in ALPHABET] + [tokenizer.eos_token_id]
         self.loads = 0
+        self.version = 0
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[Completion]]:
         g = torch.Generator().manual_seed(params.seed or 0)
@@ -42,11 +43,13 @@ class FakeEngine:
             out.append(row)
         return out
 
-    def score(self, prompts, completions):  # pragma: no cover - not used by the trainer
-        raise NotImplementedError
+    def score(self, prompts, completions, *, temperature=1.0, top_k=0):  # the sampler's constant logprob
+        return [TokenScores(tuple(-2.7 for _ in c)) for c in completions]
 
-    def load_weights(self, state_dict: Mapping[str, Any]) -> None:
+    def update_weights(self, state_dict: Mapping[str, Any], *, version: int) -> int:
         self.loads += 1
+        self.version = version
+        return version
 
     def fingerprint(self) -> str:
         return str(self.loads)
@@ -67,7 +70,7 @@ def rl_config(out_dir: Path, **sections: dict[str, Any]) -> RLConfig:
     base = {
         "task": TaskConfig(name="sort", kwargs={"length": 3, "max_value": 9, "n_train": 40, "n_test": 8}),
         "rollout": RolloutConfig(engine="fake", group_size=4, prompts_per_step=2, max_new_tokens=10),
-        "optim": OptimConfig(lr=1e-3, micro_batch_size=4),
+        "optim": AdamWConfig(lr=1e-3, micro_batch_size=4),
         "run": RunConfig(out_dir=str(out_dir), steps=3, progress=False, tensorboard=False, samples_every=1),
     }
     data = {k: v.model_dump() for k, v in base.items()}

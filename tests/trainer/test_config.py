@@ -57,7 +57,7 @@ def test_group_size_one_ok_with_reinforce_pp():
 
 
 def test_kl_in_reward_needs_beta():
-    assert "algorithm.beta" in _error({**TASK, "algorithm": {"kl_in": "reward"}})
+    assert "algorithm.kl.beta" in _error({**TASK, "algorithm": {"kl": {"placement": "reward"}}})
 
 
 def test_reinforce_with_mu_rejected():
@@ -77,9 +77,53 @@ def test_sft_needs_data():
 
 
 def test_unknown_algorithm_name_fails_before_model_loads():
-    cfg = parse_config({**TASK, "algorithm": {"advantage": "grpoo"}})
-    with pytest.raises(ConfigError, match=r"algorithm\.advantage.*grpoo"):
+    msg = _error({**TASK, "algorithm": {"advantage": "grpoo"}})
+    assert "algorithm.advantage.type = 'grpoo' is unknown" in msg and "'grpo'" in msg
+    cfg = parse_config({**TASK, "algorithm": {"advantage": "no_such_pkg.mod:fn"}})
+    with pytest.raises(ConfigError, match=r"algorithm\.advantage.*no_such_pkg"):
         validate(cfg)
+
+
+def test_each_part_owns_its_defaults():
+    gspo = parse_config({**TASK, "algorithm": {"objective": "gspo"}}).algorithm.objective
+    assert (gspo.clip_low, gspo.clip_high) == (3e-4, 4e-4)  # the GSPO paper's range, not PPO's 0.2
+    cispo = parse_config({**TASK, "algorithm": {"objective": {"type": "cispo"}}}).algorithm.objective
+    assert cispo.clip_low is None and cispo.clip_high == 0.2
+    ppo = parse_config(TASK).algorithm.objective
+    assert (ppo.type, ppo.clip_low, ppo.clip_high, ppo.dual_clip) == ("ppo_clip", 0.2, 0.2, None)
+    # a setting of another type is an unknown key, named with the keys that exist
+    msg = _error({**TASK, "algorithm": {"objective": {"type": "gspo", "dual_clip": 3.0}}})
+    assert "'algorithm.objective.dual_clip'" in msg and "clip_high, clip_low, type" in msg
+
+
+def test_user_function_kwargs_checked_at_load(tmp_path):
+    ok = parse_config({**TASK, "algorithm": {"objective": {"type": "rlvr.algorithms.objectives:ppo_clip",
+                                                           "kwargs": {"clip_low": 0.1}}}})  # fmt: skip
+    validate(ok)
+    bad = parse_config({**TASK, "algorithm": {"objective": {"type": "rlvr.algorithms.objectives:ppo_clip",
+                                                            "kwargs": {"clip_lo": 0.1}}}})  # fmt: skip
+    with pytest.raises(ConfigError, match=r"algorithm\.objective.*clip_lo"):
+        validate(bad)
+    # a user aggregation must bring its global denominator too (else it would fail at the first step)
+    assert "algorithm.aggregation.denominator" in _error(
+        {**TASK, "algorithm": {"aggregation": {"type": "rlvr.algorithms.aggregate:token_mean"}}}
+    )
+
+
+def test_every_problem_is_reported_at_once():
+    msg = _error({**TASK, "rollout": {"group_size": 1, "prompts_per_step": 3}, "optim": {"micro_batch_size": 2}})
+    assert "optim.micro_batch_size" in msg and "rollout.group_size = 1" in msg
+
+
+def test_kinds_and_mixtures():
+    mix = parse_config({"tasks": [{"name": "sort", "weight": 2.0}, {"name": "arithmetic"}]})
+    assert [t.weight for t in mix.tasks] == [2.0, 1.0]
+    with pytest.raises(AttributeError, match="mixes 2 tasks"):
+        _ = mix.task
+    assert parse_config(TASK).task.name == "sort"
+    assert "not both" in _error({**TASK, "tasks": [{"name": "sort"}]})
+    assert "not available yet" in _error({"kind": "dpo"})
+    assert "kind = 'ppo'" in _error({"kind": "ppo"})
 
 
 def test_missing_model_path_named():

@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from rlvr.config import OptimConfig, SFTConfig
+from rlvr.config import AdamWConfig, SFTConfig
+from rlvr.config.sections import MuonConfig
 from rlvr.models.tiny import build_model, build_tokenizer
 from rlvr.trainer.data import DataCursor
 from rlvr.trainer.optim import build_optimizer, lr_factor
@@ -16,7 +17,7 @@ from rlvr.trainer.sft import make_samples, read_pairs, train_sft
 
 
 def test_warmup_then_cosine():
-    cfg = OptimConfig(warmup_steps=3, schedule="cosine", min_lr_ratio=0.1)
+    cfg = AdamWConfig(warmup_steps=3, schedule="cosine", min_lr_ratio=0.1)
     # warmup: (s+1)/(3+1) -> 0.25, 0.5, 0.75; then cosine over 10 - 3 = 7 steps from 1.0 to 0.1
     assert [lr_factor(s, cfg, 10) for s in range(3)] == [0.25, 0.5, 0.75]
     assert lr_factor(3, cfg, 10) == 1.0
@@ -26,15 +27,15 @@ def test_warmup_then_cosine():
 
 
 def test_step_decay_and_constant():
-    cfg = OptimConfig(schedule="step", decay_every=4, decay_gamma=0.5)
+    cfg = AdamWConfig(schedule="step", decay_every=4, decay_gamma=0.5)
     assert [lr_factor(s, cfg, 100) for s in (0, 3, 4, 8, 12)] == [1.0, 1.0, 0.5, 0.25, 0.125]
-    assert lr_factor(50, OptimConfig(), 100) == 1.0
+    assert lr_factor(50, AdamWConfig(), 100) == 1.0
 
 
 def test_muon_takes_hidden_matrices_only():
     tok = build_tokenizer()
     model = build_model("1m", tok, 0)
-    opt = build_optimizer(model, OptimConfig(name="muon", lr=1e-3))
+    opt = build_optimizer(model, MuonConfig(lr=1e-3))
     muon, adamw = opt.optimizers
     assert isinstance(muon, torch.optim.Muon) and isinstance(adamw, torch.optim.AdamW)
     muon_ids = {id(p) for g in muon.param_groups for p in g["params"]}

@@ -12,8 +12,10 @@ from rlvr.config import SFTConfig
 from rlvr.models.tiny import build_model, build_tokenizer
 from rlvr.trainer.batching import Sample, micro_batches
 from rlvr.trainer.forward import completion_logprobs
+from rlvr.trainer.optim import build_optimizer
 from rlvr.trainer.packing import collate_packed, pack_rows, packed_batches, packed_logprobs
-from rlvr.trainer.sft import sft_step, train_sft
+from rlvr.trainer.sft import SFT_OBJECTIVE, sft_batches, train_sft
+from rlvr.trainer.step import optimizer_update
 
 PAD = 0
 
@@ -106,8 +108,11 @@ def test_packed_sft_step_gives_the_unpacked_gradient(tmp_path) -> None:
     samples = _samples(8, seed=2, masked=frozenset({3}))
     grads = []
     for packing, micro in ((False, 4), (True, 1)):
-        model = build_model("1m", tok, 0)
-        metrics = sft_step(model, samples, _sft_cfg(tmp_path, packing, micro), PAD)
+        model, cfg = build_model("1m", tok, 0), _sft_cfg(tmp_path, packing, micro)
+        optim = build_optimizer(model, cfg.optim)
+        optim.step = optim.zero_grad = lambda: None  # keep the gradients for inspection
+        metrics = optimizer_update(model, optim, sft_batches(samples, cfg, PAD), SFT_OBJECTIVE, temperature=1.0,
+                                   autocast=False, grad_clip=None, lr_factor=1.0)  # fmt: skip
         grads.append(([p.grad.clone() for p in model.parameters()], metrics))
     (g_plain, m_plain), (g_packed, m_packed) = grads
     assert m_plain["tokens"] == m_packed["tokens"]

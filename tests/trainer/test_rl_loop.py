@@ -33,7 +33,8 @@ def _same(a, b) -> bool:
     return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
 
 
-ALGO = {"beta": 0.04, "mu": 2, "tis_cap": 2.0, "clip_high": 0.28}
+ALGO = {"kl": {"beta": 0.04}, "mu": 2, "correction": {"type": "tis", "cap": 2.0},
+        "objective": {"type": "ppo_clip", "clip_high": 0.28}}
 
 
 def test_seed_reproducibility_and_run_dir(tmp_path):
@@ -49,8 +50,8 @@ def test_seed_reproducibility_and_run_dir(tmp_path):
                 "time/train", "time/reference", "length/mean", "groups/zero_var_frac", "mismatch/abs_logp_diff"):  # fmt: skip
         assert key in rows[-1], key
     sample = json.loads((tmp_path / "a" / "samples.jsonl").read_text().splitlines()[0])
-    assert set(sample) == {"step", "example_id", "prompt", "completion", "reward", "parts", "finish_reason"}
-    assert json.loads((tmp_path / "a" / "config.json").read_text())["algorithm"]["beta"] == 0.04
+    assert set(sample) == {"step", "example_id", "prompt", "prefix", "completion", "reward", "parts", "finish_reason"}
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["algorithm"]["kl"]["beta"] == 0.04
     ckpt = r1.checkpoint
     assert ckpt.name == "step_000003" and (ckpt / "model.safetensors").is_file()
 
@@ -102,7 +103,7 @@ def test_non_finite_updates_are_skipped_then_stop(tmp_path):
 
 
 def test_muon_and_dynamic_sampling_run(tmp_path):
-    cfg = rl_config(tmp_path, optim={"name": "muon", "lr": 1e-3},
+    cfg = rl_config(tmp_path, optim={"type": "muon", "lr": 1e-3},
                     algorithm={"dynamic_sampling": True, "max_sampling_tries": 2, "mask_truncated": True},
                     run={"steps": 2})  # fmt: skip
     result, _ = _run(cfg)
