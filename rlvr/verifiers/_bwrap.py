@@ -40,6 +40,7 @@ NOBODY = 65534
 SANDBOX_DIR = "/sandbox"  # read-only, holds the harness files
 SCRATCH = "/tmp"
 SCRATCH_BYTES = 64 << 20
+KILL_WAIT_S = 5.0  # how long a killed sandbox may take to disappear before it is an integrity error
 ISOLATION = (
     "bwrap", "userns", "pidns", "netns", "ipcns", "utsns", "cgroupns", "mountns", "no_nested_userns",
     "cap_drop_all", "ro_minimal_root", "tmpfs_scratch", "seccomp", "die_with_parent",
@@ -251,7 +252,7 @@ def finish(proc: subprocess.Popen, grace_s: float = 2.0) -> int:
         kill(proc)
         returncode = proc.wait()
     kill(proc)
-    deadline = time.monotonic() + 5.0
+    deadline = time.monotonic() + KILL_WAIT_S
     while _alive(proc.pid):
         if time.monotonic() > deadline:
             raise SandboxIntegrityError(f"sandbox process group {proc.pid} survived SIGKILL")

@@ -76,7 +76,7 @@ class Session:
     ) -> None:
         self.limits, self.failure, self.returncode = limits, "", None
         self.deadline = time.monotonic() + limits.timeout_s + STARTUP_GRACE_S
-        self._buf, self._workdir = b"", None
+        self._buf, self._workdir, self._closed = b"", None, False
         req_r, self._req_w = os.pipe()
         self._rep_r, rep_w = os.pipe()
         self._out, self._err, stdin_fd = _memfd("stdout"), _memfd("stderr"), _memfd("stdin", stdin_data)
@@ -150,8 +150,9 @@ class Session:
 
     # -- end --------------------------------------------------------------------------------
     def close(self) -> None:
-        if self.returncode is not None:
+        if self._closed:
             return
+        self._closed = True
         self.end_requests()
         try:
             left = max(0.05, self.deadline - time.monotonic())

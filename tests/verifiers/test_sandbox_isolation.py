@@ -1,0 +1,201 @@
+"""The OS boundary itself (bubblewrap): each layer checked from inside a real sandbox."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import tempfile
+import uuid
+
+import pytest
+
+from rlvr.verifiers import _bwrap, code
+from rlvr.verifiers.code import SandboxIntegrityError, run_tests, sandbox_available
+
+pytestmark = pytest.mark.skipif(
+    not sandbox_available()[0], reason=f"no bwrap sandbox: {sandbox_available()[1]}"
+)
+
+
+def inside(program: str, **kw) -> subprocess.CompletedProcess:
+    """Run `python -I -S -c program` in a bare sandbox (no harness) and collect its output."""
+    proc = _bwrap.start(
+        _bwrap.host(), ["-I", "-S", "-c", program], {}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw
+    )
+    out, err = proc.communicate(timeout=30)
+    _bwrap.finish(proc)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out.decode(), err.decode())
+
+
+def value(program: str, expr: str, expected) -> None:
+    """Through `run_tests`: `f()` computed in the sandbox must equal `expected` (judged here)."""
+    r = run_tests(program + f"\ndef f():\n    return {expr}\n", f"assert f() == {expected!r}", timeout_s=10.0)
+    assert r.passed, (r, r.stderr_tail)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the uid drop only happens for root callers")
+def test_root_only_file_is_unreadable_and_uid_is_nobody() -> None:
+    folder = tempfile.mkdtemp()
+    os.chmod(folder, 0o755)
+    secret = os.path.join(folder, "secret")
+    with open(secret, "w") as f:
+        f.write("gold answers")
+    os.chmod(secret, stat.S_IRUSR | stat.S_IWUSR)  # 0600, owned by root
+    try:
+        out = inside(
+            f"import os\nprint(os.getuid(), os.getgid())\ntry:\n    print(open({secret!r}).read())\n"
+            "except PermissionError:\n    print('denied')\n",
+            extra_ro_binds=(folder,),
+        )
+        assert out.stdout.split() == ["65534", "65534", "denied"], out
+    finally:
+        os.unlink(secret)
+        os.rmdir(folder)
+
+
+def test_no_capabilities_and_minimal_root() -> None:
+    out = inside(
+        "import os\ncaps = [l for l in open('/proc/self/status') if l.startswith(('CapEff', 'CapPrm', 'CapBnd'))]\n"
+        "print(all(l.split()[1].strip('0') == '' for l in caps), sorted(os.listdir('/')))\n"
+    )
+    no_caps, listing = out.stdout.split(" ", 1)
+    assert no_caps == "True", out
+    assert set(eval(listing)) <= {"usr", "lib", "lib64", "bin", "proc", "dev", "tmp", "sandbox"}, listing
+    for path in (
+        "/etc/passwd",
+        "/root",
+        "/home",
+        "/work",
+        "/run",
+        os.getcwd(),
+        os.path.dirname(pytest.__file__),
+    ):
+        assert inside(f"import os\nprint(os.path.exists({path!r}))").stdout.strip() == "False", path
+
+
+def test_process_limit_holds() -> None:
+    program = (
+        "import os, time\ndef spawn():\n    n = 0\n    for _ in range(500):\n        try:\n            pid = os.fork()\n"
+        "        except OSError:\n            return n\n        if pid == 0:\n            time.sleep(30)\n            os._exit(0)\n"
+        "        n += 1\n    return n\n"
+    )
+    r = run_tests(program, "assert spawn() < 64", timeout_s=10.0)
+    assert r.passed, r
+
+
+@pytest.mark.parametrize(
+    ("call", "errno_name"),
+    [
+        ("libc.syscall(272, 0x10000000)", "EPERM"),  # unshare(CLONE_NEWUSER)
+        ("libc.syscall(101, 0, 0, 0, 0)", "EPERM"),  # ptrace(PTRACE_TRACEME): allowed without seccomp
+        ("libc.syscall(165, b'none', b'/tmp', b'tmpfs', 0, 0)", "EPERM"),  # mount
+        ("libc.syscall(250, 0, 0, 0, 0)", "EPERM"),  # keyctl(KEYCTL_GET_KEYRING_ID)
+        ("libc.syscall(321, 0, 0, 0)", "EPERM"),  # bpf
+        ("libc.syscall(308, 0, 0)", "EPERM"),  # setns
+        ("libc.syscall(425, 8, 0)", "EPERM"),  # io_uring_setup
+        ("libc.syscall(435, 0, 0)", "ENOSYS"),  # clone3: libc falls back to clone
+    ],
+)
+def test_seccomp_blocks_syscalls(call: str, errno_name: str) -> None:
+    if os.uname().machine != "x86_64":
+        pytest.skip("syscall numbers are x86_64's")
+    out = inside(
+        "import ctypes, errno\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        f"rc = {call}\nprint(rc, errno.errorcode.get(ctypes.get_errno()))\n"
+    )
+    assert out.stdout.split() == ["-1", errno_name], out
+
+
+def test_no_network_at_all() -> None:
+    out = inside(
+        "import socket\nprint(sorted(n for _, n in socket.if_nameindex()))\n"
+        "try:\n    socket.create_connection(('1.1.1.1', 53), timeout=2)\n    print('online')\n"
+        "except OSError:\n    print('offline')\n"
+    )
+    assert out.stdout.split("\n")[:2] == ["['lo']", "offline"], out
+
+
+def test_host_unix_sockets_are_unreachable() -> None:
+    path = f"/tmp/rlvr-test-{uuid.uuid4().hex}.sock"
+    abstract = f"\0rlvr-test-{uuid.uuid4().hex}"
+    servers = []
+    for address in (path, abstract):
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(address)
+        s.listen(1)
+        s.setblocking(False)
+        servers.append(s)
+    try:
+        for address in (path, abstract):
+            out = inside(
+                f"import socket\ns = socket.socket(socket.AF_UNIX)\ntry:\n    s.connect({address!r})\n    print('reached')\n"
+                "except OSError as e:\n    print(type(e).__name__)\n"
+            )
+            assert out.stdout.strip() in ("FileNotFoundError", "ConnectionRefusedError"), out
+        for s in servers:
+            with pytest.raises(BlockingIOError):
+                s.accept()
+    finally:
+        for s in servers:
+            s.close()
+        os.unlink(path)
+
+
+def test_parent_environment_is_unreadable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RLVR_FAKE_SECRET", "hunter2")
+    out = inside(
+        "import os\nfound = 'hunter2' in repr(dict(os.environ))\nfor pid in os.listdir('/proc'):\n"
+        "    if pid.isdigit():\n        try:\n            found |= b'hunter2' in open(f'/proc/{pid}/environ', 'rb').read()\n"
+        "        except OSError:\n            pass\nprint(found, sorted(p for p in os.listdir('/proc') if p.isdigit()))\n"
+    )
+    found, pids = out.stdout.split(" ", 1)
+    assert found == "False", out
+    assert len(eval(pids)) <= 3, pids  # bwrap's init, the program: its own pid namespace only
+
+
+def test_nothing_of_a_sandbox_survives_the_run() -> None:
+    token = uuid.uuid4().hex
+    program = (
+        "import os\ndef f():\n    if os.fork() == 0:\n        os.setsid()\n        if os.fork() == 0:\n"
+        f"            os.execv('/usr/bin/python3', ['python3', '-c', 'import time; time.sleep(60)', '{token}'])\n"
+        "        os._exit(0)\n    open('/tmp/left-behind', 'w').write('x')\n    return 1\n"
+    )
+    r = run_tests(program.replace("/usr/bin/python3", _bwrap.host().python), "assert f() == 1")
+    assert r.passed, r
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                assert token.encode() not in f.read(), f"daemon {pid} outlived its sandbox"
+        except OSError:
+            continue
+    assert not os.path.exists("/tmp/left-behind")
+
+
+def test_survivor_is_loud(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_bwrap, "_alive", lambda pgid: True)
+    monkeypatch.setattr(_bwrap, "KILL_WAIT_S", 0.05)
+    with pytest.raises(SandboxIntegrityError):
+        run_tests("def f(): return 1", "assert f() == 1")
+
+
+def test_refuses_without_bwrap_unless_opted_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(code, "_host_or_reason", lambda: "bubblewrap is not installed")
+    r = run_tests("def f(): return 1", "assert f() == 1")
+    assert (r.passed, r.status) == (False, "sandbox_unavailable") and "allow_unsafe_no_sandbox" in r.detail
+    unsafe = run_tests("def f(): return 1", "assert f() == 1", allow_unsafe_no_sandbox=True)
+    assert unsafe.passed and not unsafe.sandboxed and "unsafe_no_sandbox" in unsafe.isolation
+
+
+def test_unsafe_scratch_that_cannot_be_removed_is_loud(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rlvr.verifiers import _session
+
+    monkeypatch.setattr(code, "_host_or_reason", lambda: "bubblewrap is not installed")
+
+    def stuck(path: str) -> None:
+        raise PermissionError(1, "Operation not permitted", path)
+
+    monkeypatch.setattr(_session.shutil, "rmtree", stuck)
+    with pytest.raises(SandboxIntegrityError):
+        run_tests("def f(): return 1", "assert f() == 1", allow_unsafe_no_sandbox=True)
