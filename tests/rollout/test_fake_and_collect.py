@@ -51,12 +51,12 @@ def test_fake_engine_is_deterministic_and_self_consistent():
     assert out == b.generate([[1, 2], [3]], params)
     assert out != FakeEngine(seed=2).generate([[1, 2], [3]], params)
     flat = [(p, c) for p, g in zip([[1, 2], [3]], out) for c in g]
-    scores = a.score([p for p, _ in flat], [c.token_ids for _, c in flat])
-    assert scores == [list(c.sampler_logprobs) for _, c in flat]
+    scores = [s.logprobs for s in a.score([p for p, _ in flat], [c.token_ids for _, c in flat])]
+    assert scores == [c.sampler_logprobs for _, c in flat]
     assert all(-2.5 <= x <= -0.05 for s in scores for x in s)
     fp = a.fingerprint()
-    a.load_weights({})
-    assert a.fingerprint() != fp and a.score([[1, 2]], [out[0][0].token_ids])[0] != scores[0]
+    assert a.update_weights({}, version=1) == 1
+    assert a.fingerprint() != fp and a.score([[1, 2]], [out[0][0].token_ids])[0].logprobs != scores[0]
 
 
 def test_fake_engine_script_truncation_and_stop_strings(tok):
