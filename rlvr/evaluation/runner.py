@@ -254,8 +254,9 @@ def make_eval_callback(
     `ctx` is duck-typed (the trainer's `CallbackContext`): `step`, `run_dir`, `model`, `tokenizer`,
     `engine`, `task`, `final`.  Every call evaluates (when to call is the trainer's business:
     `run.eval_every`, the final step): the first `num_examples` (None: all) of `examples`, or of
-    `task.examples(split)` with `task` defaulting to `ctx.task`; `samples` completions each at
-    `temperature` (stopping at the tokenizer's eos and `stop_strings`), `max_new_tokens` long.
+    `task.examples(split)` with `task` defaulting to `ctx.task` (a mixture's members taken in turn);
+    `samples` completions each at `temperature` (stopping at the tokenizer's eos and `stop_strings`),
+    `max_new_tokens` long.
     It writes `run_dir/eval/step_{step:06d}.json` atomically (`EvalResult.save`) and returns the
     metrics' point estimates under bare names (pass@1, pass@k and maj@k for k = samples, avg@k,
     format_rate, mean_length); the trainer logs them as "eval/<name>".
@@ -279,7 +280,7 @@ def make_eval_callback(
 
     def callback(ctx: Any) -> dict[str, float]:
         the_task = task if task is not None else ctx.task
-        todo = list(examples if examples is not None else the_task.examples(split))[:num_examples]
+        todo = list(examples if examples is not None else _held_out(the_task, split))[:num_examples]
         eos = ctx.tokenizer.eos_token_id
         params = SamplingParams(
             temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
@@ -295,6 +296,16 @@ def make_eval_callback(
         return result.flat("")
 
     return callback
+
+
+def _held_out(task: Any, split: str) -> list[Example]:
+    """`task.examples(split)`; for a mixture (`member_examples`), its members' examples interleaved
+    round-robin, so the first N held-out problems cover every member rather than the first one."""
+    members = getattr(task, "member_examples", None)
+    if members is None:
+        return list(task.examples(split))
+    rows = members(split)
+    return [r[i] for i in range(max(map(len, rows), default=0)) for r in rows if i < len(r)]
 
 
 @contextlib.contextmanager

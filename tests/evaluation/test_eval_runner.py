@@ -227,3 +227,17 @@ def test_cache_records_the_prefix_and_refuses_another_prompt_layout(tmp_path):
     resumed = evaluate(engine, CharTokenizer(), task, task.examples("test"), n=2, ks=[1], params=PARAMS,
                        cache_path=cache)  # fmt: skip
     assert engine.calls == 0 and resumed.per_example == first.per_example
+
+
+def test_eval_callback_takes_a_mixtures_members_in_turn(tmp_path):
+    from rlvr.tasks.mixture import TaskMixture
+
+    class Renamed(AdditionTask):
+        name = "toy_add_b"
+
+    mix = TaskMixture([AdditionTask(size=2), Renamed(size=2)], [3.0, 1.0])
+    engine = ScriptedEngine({"Q: 0+0 A:": ["<answer>0</answer>"]})
+    cb = make_eval_callback(samples=1, num_examples=2)
+    cb(ctx(tmp_path, engine, mix, step=1))
+    saved = json.loads((tmp_path / "eval" / "step_000001.json").read_text())
+    assert [r["example_id"] for r in saved["per_example"]] == ["toy_add/q0", "toy_add_b/q0"]
