@@ -23,6 +23,8 @@ import sys
 from functools import lru_cache
 from typing import Any
 
+from rlvr.verifiers import _mathtext
+
 MEMORY_LIMIT_BYTES = 4 << 30  # a bignum bomb hits MemoryError instead of swapping the host
 MAX_EQUATION_SIDES = 6
 
@@ -58,11 +60,11 @@ def parse_math(text: str) -> tuple[Any, ...]:
 
 
 def parse_gold(gold: str) -> tuple[Any, ...]:
-    """Parse a gold answer, given bare (`5`, `\\frac12`) or boxed (`… \\boxed{5}`)."""
-    from rlvr.verifiers.region import last_boxed
-
-    inner = last_boxed(gold) if "\\boxed" in gold or "\\fbox" in gold else None
-    return parse_math(normalize(inner if inner is not None else gold))
+    """Parse a gold answer, given bare (`5`, `\\frac12`) or boxed (`… \\boxed{5}`, or several boxes,
+    read as the list of their contents: `\\boxed{1} and \\boxed{-2}` is `1, -2`)."""
+    found = _mathtext.boxes(gold)
+    inner = ", ".join(c for _, _, c in found) if found else gold
+    return parse_math(normalize(_mathtext.clean(inner)))
 
 
 def gold_ok(gold: str, _unused: Any = None) -> bool:
@@ -76,10 +78,15 @@ def _main_value(parsed: tuple[Any, ...]) -> Any:
 
 
 def _is_single_valued(value: Any) -> bool:
-    """A scalar gold: not a set, interval, tuple, matrix, relation or logical combination."""
-    from sympy import Expr, MatrixBase
+    """A scalar gold: not a set, interval, tuple, matrix, relation or logical combination.
+
+    An equation `x = 4` whose left side is one symbol counts as its right side (the hedge rules
+    apply to such golds too)."""
+    from sympy import Eq, Expr, MatrixBase, Symbol
     from sympy.matrices.expressions import MatrixExpr
 
+    if isinstance(value, Eq) and isinstance(value.lhs, Symbol):
+        value = value.rhs
     return isinstance(value, Expr) and not isinstance(value, MatrixBase | MatrixExpr)
 
 
@@ -111,11 +118,16 @@ def is_hedge(answer: str, parsed: tuple[Any, ...], gold: tuple[Any, ...]) -> boo
     sides = _CHAIN.split(answer)
     if len(sides) > MAX_EQUATION_SIDES:
         return True
+    constant_sides = 0
     for side in sides if len(sides) > 1 else ():
         value = _main_value(parse_math(side.strip()))
-        if value is not None and not getattr(value, "free_symbols", True) and not _verify(gold, (value,)):
-            return True  # a constant side that is not the gold: `4 = 3`, `x = 3 = 4`
-    return False
+        if value is not None and not getattr(value, "free_symbols", True):
+            constant_sides += 1
+            if not _verify(gold, (value,)):
+                return True  # a constant side that is not the gold: `4 = 3`, `x = 3 = 4`
+        elif not _mathtext.is_lone_name(side):
+            return True  # an equation to solve, not a value: `a + b = 4`, `x + 5 = 0`, `y = 2x = 4`
+    return len(sides) > 1 and constant_sides == 0
 
 
 def check(answer: str, gold: str) -> float | None:
@@ -123,10 +135,26 @@ def check(answer: str, gold: str) -> float | None:
     gold_parsed = parse_gold(gold)
     if not gold_ok(gold):
         return None
-    answer = normalize(answer)
+    answer = normalize(_mathtext.clean(answer))
     if not braces_balanced(answer):
         return 0.0  # `5}{6` would break out of the `\\boxed{…}` we parse it in
-    parsed = parse_math(answer)
+    single = _is_single_valued(_main_value(gold_parsed))
+    found = _mathtext.boxes(answer)
+    if len(found) > 1:
+        if single:
+            return 0.0  # several boxed candidates
+        answer = ", ".join(c for _, _, c in found)  # `\\boxed{1} and \\boxed{-2}` against a list gold
+    else:
+        answer = _mathtext.unbox(answer)[0]  # a box beside other content: `3 \\boxed{4}`
+    if single:
+        if _mathtext.has_hedge_marker(answer) or _mathtext.juxtaposed_numbers(answer):
+            return 0.0
+        if _mathtext.has_prose(answer):
+            candidates = _mathtext.prose_candidates(answer)
+            if len(candidates) != 1:
+                return 0.0  # prose with several (or no) candidate values
+            answer = candidates[0]
+    parsed = parse_math(normalize(answer))
     if not parsed or is_hedge(answer, parsed, gold_parsed):
         return 0.0
     return 1.0 if _verify(gold_parsed, parsed) else 0.0

@@ -30,7 +30,6 @@ HumanEval-style tasks pass the prompt as `helpers` (its helper functions, such a
 from __future__ import annotations
 
 import functools
-import re
 import secrets
 import time
 from collections.abc import Sequence
@@ -286,7 +285,32 @@ def run_io(
 
 
 _MAX_COMPLETION_CHARS = 100_000
-_FENCE = re.compile(r"```[ \t]*(python3?|py)?[ \t]*\r?\n(.*?)```", re.DOTALL | re.IGNORECASE)
+_FENCE_MARK = "```"
+_MAX_FENCE_HEADER = 32  # "```" + blanks + language + blanks before the newline
+_PYTHON_TAGS = ("python", "python3", "py")
+
+
+def _fences(text: str) -> list[tuple[str, str]]:
+    """(language tag, body) of each ``` fence, in order; linear time, no regex.
+
+    An opening fence is "```", optional blanks, an optional tag from `_PYTHON_TAGS` (any case),
+    optional blanks and a newline within `_MAX_FENCE_HEADER` characters; its body runs to the
+    next "```".  (The regex this replaces backtracked quadratically on "```" + blanks.)
+    """
+    out, i = [], 0
+    while (start := text.find(_FENCE_MARK, i)) >= 0:
+        head_end = start + len(_FENCE_MARK)
+        newline = text.find("\n", head_end, head_end + _MAX_FENCE_HEADER)
+        header = text[head_end:newline].rstrip("\r").strip(" \t") if newline >= 0 else None
+        if header is None or header.lower() not in ("", *_PYTHON_TAGS):
+            i = head_end
+            continue
+        end = text.find(_FENCE_MARK, newline + 1)
+        if end < 0:
+            break
+        out.append((header.lower(), text[newline + 1 : end]))
+        i = end + len(_FENCE_MARK)
+    return out
 
 
 def extract_code(completion: str) -> str | None:
@@ -294,7 +318,8 @@ def extract_code(completion: str) -> str | None:
 
     The answer region is what follows the last `</think>` (None when a `<think>` is left open),
     narrowed to the last `<answer>...</answer>` when there is one.  Untagged fences count only
-    when no python-tagged fence exists.
+    when no python-tagged fence exists.  Linear time; only the last `_MAX_COMPLETION_CHARS`
+    characters are read.
     """
     if not isinstance(completion, str):
         return None
@@ -305,7 +330,7 @@ def extract_code(completion: str) -> str | None:
         return None
     if "<answer>" in text and "</answer>" in text.rsplit("<answer>", 1)[1]:
         text = text.rsplit("<answer>", 1)[1].split("</answer>", 1)[0]
-    fences = _FENCE.findall(text)
+    fences = _fences(text)
     tagged = [body for lang, body in fences if lang]
     body = (tagged or [body for _, body in fences] or [text])[-1]
     return body.strip("\n") if body.strip() else None

@@ -3,7 +3,7 @@
 Rules (stricter than TinyZero's `eval`, which we never call):
 - The answer (`region.extract_answer`) is an arithmetic expression over non-negative integer
   literals, binary `+ - * /` and parentheses.  `×`, `÷`, `·`, `\\times`, `\\div`, `\\cdot` are read as
-  `*` and `/`, `\\left(`/`\\right)` as parentheses.  Anything else rejects the answer: decimals, exponents, `**`, `//`, `%`, letters.
+  `*` and `/`, U+2212 (−) as `-`, `\\left(`/`\\right)` as parentheses.  Anything else rejects the answer: decimals, exponents, `**`, `//`, `%`, letters.
 - Every given number is used exactly once (multiset equality, TinyZero's rule).  Literals are
   whole tokens, so digit concatenation (`12` from 1 and 2) is a different multiset and fails.
   Leading zeros (`03`) are rejected.
@@ -27,6 +27,7 @@ MAX_EXPR_CHARS = 512
 MAX_DEPTH = 32
 MAX_DIGITS = 12
 _ALIASES = {
+    "\u2212": "-",  # U+2212 MINUS SIGN is a minus, as `×` is a times
     "×": "*",
     "÷": "/",
     "·": "*",

@@ -3,7 +3,8 @@
 `think_answer_format` is strict and counts tags instead of matching a permissive regex: exactly
 one of each tag, in order, both blocks non-empty, and nothing but whitespace before `<think>`,
 between `</think>` and `<answer>`, and after `</answer>`.  (R1 style: prose around the blocks is
-not rewarded; a trailing end-of-text token should be stripped by the decoder.)
+not rewarded; a trailing end-of-text token should be stripped by the decoder.)  Invisible
+characters (zero-width, BOM, NUL, soft hyphen) count as whitespace.
 
 `tag_count_reward` is the partial, shaping version (after open-r1's tag-count reward): 0.25 per
 tag that appears exactly once, whatever the rest looks like.
@@ -11,9 +12,16 @@ tag that appears exactly once, whatever the rest looks like.
 
 from __future__ import annotations
 
+from rlvr.verifiers._mathtext import INVISIBLE
 from rlvr.verifiers.region import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN
 
 TAGS = (THINK_OPEN, THINK_CLOSE, ANSWER_OPEN, ANSWER_CLOSE)
+
+
+def _blank(text: str) -> bool:
+    """Whitespace only, where invisible characters (zero-width space/joiners, BOM, NUL, soft
+    hyphen) count as whitespace: a block made of them is empty."""
+    return not text.translate(INVISIBLE).strip()
 
 
 def think_answer_format(completion: str) -> float:
@@ -27,7 +35,7 @@ def think_answer_format(completion: str) -> float:
     think = completion[t0 + len(THINK_OPEN) : t1]
     answer = completion[a0 + len(ANSWER_OPEN) : a1]
     outside = (completion[:t0], completion[t1 + len(THINK_CLOSE) : a0], completion[a1 + len(ANSWER_CLOSE) :])
-    if not think.strip() or not answer.strip() or any(part.strip() for part in outside):
+    if _blank(think) or _blank(answer) or not all(_blank(part) for part in outside):
         return 0.0
     return 1.0
 

@@ -6,12 +6,25 @@ equals the gold.  math-verify (HF) supplies the equivalences: fractions vs decim
 `5`, interval ends, sets in any order, matrices, `1,000` = `1000`, LaTeX vs plain, `\\dfrac`,
 percentages (`50\\%` matches both `50` and `0.5`, math-verify's choice), `\\text{ cm}` units.
 
-Our additions, all scoring 0 (see `_mathworker` for the exact rules):
-- *Hedges* against a single-valued gold: `3 or 4`, `3, 4`, `\\{3,4\\}`, `3 \\lor 4`, `3 | 4`,
-  `1, \\ldots, 4`, `4 = 3` (a constant side that is not the gold).  Note `1, 000` (comma and a
-  space) is the list {1, 0}, hence a hedge; `1,000` (no space) is one thousand.
+Our additions, all scoring 0 (see `_mathworker` and `_mathtext` for the exact rules):
+- *Hedges* against a single-valued gold (a number or expression, or an equation `x = 4` whose left
+  side is one symbol): any answer presenting more than one candidate, whatever the separator.
+  Words (`or`, `and`, `not`), `;`, `==`, logic / set / relation symbols (`\\lor`, `\\vee`, `∨`, `\\cup`,
+  `\\sim`, `\\approx`, `\\Leftrightarrow`, `\\vert`, `\\mid`, `<`, `\\le`, `\\pm`, ...), unpaired `|`, `\\\\`
+  or `&` outside a matrix, a `cases`-like environment, `1, \\ldots, 4`, a set/tuple/interval of
+  several values, two bare numbers side by side (`3 4`, `3 \\quad 4`, `3 \\text{, } 4`), several boxes,
+  or a box beside another number (`3 \\boxed{4}`).  Note `1, 000` (comma and a space) is the
+  list {1, 0}, hence a hedge; `1,000`, `1 000` and `10\\,000` are thousands.
+- *Equations* (the convention): `x = 5`, `f(x) = 5`, `x := 5` answer the gold 5 (every side is a
+  lone name or a constant equal to the gold, and at least one side is a constant); `x + 5 = 0`,
+  `a + b = 4`, `y = 2x = 4`, `4 = 3` do not (an equation to solve is not a value).
+- Misparses are not credited: `\\neg 4` (math-verify reads 4) and `\\phantom{4}` (invisible, so
+  deleted before parsing).  Fixed false negatives: `\\textcolor{red}{5}` and `\\color{red} 5` are 5.
+- Prose answers: a final sentence with exactly one candidate value (`The largest $n$ is 34.`) is
+  graded on that value; prose with several candidates scores 0 (Math-Verify takes the last one).
 - Answers longer than `MAX_ANSWER_CHARS` (no real final answer is that long).
 - Anything that overruns the deadline (parser bombs such as `9^{9^{9^{9}}}` or `10000!`).
+- Invisible characters are spaces and U+2212 is a minus before anything is parsed.
 
 Model text never reaches `eval`/`sympify` here: it is parsed only by math-verify, in child
 processes (`_deadline.WorkerPool`, `$RLVR_MATH_WORKERS`, default min(4, cores)) under a hard
