@@ -144,7 +144,7 @@ def _split_run(run: str) -> list[str]:
 
 
 def chain_of_thought(completion: str) -> str | None:
-    """The text inside the `<think>` blocks, joined; None when there is none.
+    """The text inside the `<think>` blocks, joined by newlines; None when there is none.
 
     A `</think>` before any `<think>` means the prompt opened the block (R1's chat template), and
     an unclosed `<think>` runs to the end (a truncated completion still has a chain of thought).
@@ -161,7 +161,7 @@ def chain_of_thought(completion: str) -> str | None:
         if inside:
             parts.append(completion[i:] if j < 0 else completion[i:j])
         if j < 0:
-            return "".join(parts)
+            return "\n".join(parts)
         i, inside = j + len(THINK_CLOSE if inside else THINK_OPEN), not inside
 
 
