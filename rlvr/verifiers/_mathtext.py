@@ -33,11 +33,11 @@ UNICODE = {
     "\u2261": r" \equiv ", "\u2223": r" \mid ", "\u2208": r" \in ", "\u221e": r"\infty ", "\u03c0": r"\pi ",
 }  # fmt: skip
 _UNICODE_TABLE = str.maketrans({**{chr(k): v for k, v in INVISIBLE.items()}, **UNICODE})
-_THOUSANDS = re.compile(r"(?<![\d.])(\d{1,3})((?:(?:\\[,;: !]|~|\{,\}| )+\d{3})+)(?![\d])")
-_THOUSANDS_SEP = re.compile(r"\\[,;: !]|~|\{,\}| ")
+_THOUSANDS = re.compile(r"(?<![\d.])(\d{1,3})((?:(?:\\[,;: !]|~|\{,\}|,\\[!,]| )+\d{3})+)(?![\d])")
+_THOUSANDS_SEP = re.compile(r"\\[,;: !]|~|\{,\}|,\\[!,]| ")
 MATRIX_ENVS = ("matrix", "pmatrix", "bmatrix", "Bmatrix", "vmatrix", "Vmatrix", "smallmatrix", "array")
 _HEDGE = re.compile(
-    r"\\(?:lor|vee|land|wedge|cup|cap|setminus|sim|simeq|approx|equiv|cong|propto|impliedby"
+    r"\\(?:lor|vee|land|wedge|cup|cap|setminus|sim|simeq|equiv|cong|propto|impliedby"
     r"|[lL]eftrightarrow|[lL]ongleftrightarrow|[lL]eftarrow|[lL]ongleftarrow|gets"
     r"|vert|Vert|mid|parallel|oplus|neq|ne|lt|gt|le|leq|ge|geq|leqslant|geqslant|ll|gg|subset|subseteq"
     r"|supset|supseteq|in|notin|ni|forall|exists|neg|lnot|pm|mp)(?![a-zA-Z])"
@@ -138,8 +138,29 @@ def has_prose(text: str) -> bool:
     return len(_WORD.findall(outside)) >= 2
 
 
+def has_words(text: str) -> bool:
+    """At least one letter word outside LaTeX commands and `$...$` math."""
+    return _WORD.search(re.sub(r"\\[A-Za-z]+|\$[^$]*\$", " ", text)) is not None
+
+
+_DISJUNCTION_WORDS = re.compile(
+    r"\b(?:or|either|maybe|perhaps|possibly|alternatively)\b|\\lor\b|\\vee\b", re.I
+)
+
+
+def hedges_before(text: str, box_start: int) -> bool:
+    """Whether the sentence that ends in the box at `box_start` offers another value with a
+    disjunction (`It is 3 or maybe \\boxed{4}`)."""
+    begin = max(
+        text.rfind(". ", 0, box_start), text.rfind("\n", 0, box_start), text.rfind(".$", 0, box_start)
+    )
+    sentence = text[begin + 1 : box_start]
+    return bool(_DISJUNCTION_WORDS.search(sentence)) and bool(prose_candidates(sentence))
+
+
 def prose_candidates(text: str) -> list[str]:
-    """Numbers and non-trivial `$...$` segments in a prose answer ("The largest $n$ is 34.")."""
+    """Numbers and non-trivial `$...$` / `\\(...\\)` segments in prose ("The largest $n$ is 34.")."""
+    text = text.replace("\\(", "$").replace("\\)", "$")
     found = [seg for seg in re.findall(r"\$([^$]*)\$", text) if not is_lone_name(seg)]
     outside = re.sub(r"\$[^$]*\$", " ", text)
     found += re.findall(r"-?\d+(?:\.\d+)?(?:/\d+)?", outside)

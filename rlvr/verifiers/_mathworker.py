@@ -27,14 +27,16 @@ from rlvr.verifiers import _mathtext
 
 MEMORY_LIMIT_BYTES = 4 << 30  # a bignum bomb hits MemoryError instead of swapping the host
 MAX_EQUATION_SIDES = 6
+MAX_GRADED_CHARS = 1_000  # the graded part of an answer block (`math.MAX_ANSWER_CHARS` caps the block)
 
 _DISJUNCTION = re.compile(r"\\lor\b|\\vee\b|\\mid\b|\\land\b|\\wedge\b|\bor\b|\band\b|;")
 _ELLIPSIS_THEN_MORE = re.compile(r"(?:\.\.\.|…|\\[lc]?dots\b)[\s,;]*[^\s,;.}$]")
 # sides of a chain: `=` (not `<=`, `>=`, `!=`, `==`) and arrows (`5 \to 6` reads as "5, no: 6")
 _CHAIN = re.compile(
-    r"(?<![<>!:=])=(?!=)|\\(?:to|mapsto|implies|iff|[lL]ongrightarrow|[rR]ightarrow)(?![a-zA-Z])"
+    r"(?<![<>!:=])=(?!=)|\\(?:approx|to|mapsto|implies|iff|[lL]ongrightarrow|[rR]ightarrow)(?![a-zA-Z])"
 )
-_PREFIX = re.compile(r"^(?:the\s+)?(?:final\s+)?answer\s*(?:is|:)\s*", re.IGNORECASE)
+_PREFIX = re.compile(r"^(?:the\s+)?(?:final\s+)?answer\s*(?:is|:)?\s*", re.IGNORECASE)
+_ANSWER_CUE = re.compile(r"\banswer\s+is\b|\banswer\s*:", re.IGNORECASE)
 
 
 class SoftTimeout(BaseException):
@@ -130,6 +132,49 @@ def is_hedge(answer: str, parsed: tuple[Any, ...], gold: tuple[Any, ...]) -> boo
     return len(sides) > 1 and constant_sides == 0
 
 
+def _graded_part(answer: str, single: bool) -> str | None:
+    """The part of an answer block that is graded, or None for a hedge (see `rlvr.verifiers.math`).
+
+    Several boxes: a hedge against a single value, else the list of their contents.  One box
+    after words (reasoning left in the answer block): the box, unless its own sentence offers
+    another value with a disjunction.  One box beside bare content: unboxed in place (`3 \\boxed{4}` is `3 4`).
+    Prose without a box: the one candidate value after the last "answer is" (or in the whole
+    text); several candidates are a hedge (Math-Verify would take the last one).
+    """
+    found = _mathtext.boxes(answer)
+    cue = list(_ANSWER_CUE.finditer(answer))
+    if cue and (not found or cue[-1].start() > found[-1][1]):  # "The final answer is X" after any box
+        candidates = _mathtext.prose_candidates(answer[cue[-1].end() :])
+        answer = candidates[0] if len(candidates) == 1 else answer
+        found = [] if len(candidates) == 1 else found
+        if len(candidates) == 1:
+            return _single_checks(answer, single)
+    if len(found) > 1:
+        return None if single else ", ".join(content for _, _, content in found)
+    if found:
+        start, end, content = found[0]
+        if not _mathtext.has_words(answer[:start] + " " + answer[end:]):
+            answer = _mathtext.unbox(answer)[0]
+        elif _mathtext.hedges_before(answer, start):
+            return None  # `it is 3 or maybe \\boxed{4}`
+        else:
+            answer = content
+    elif _mathtext.has_prose(answer):
+        candidates = _mathtext.prose_candidates(answer)
+        if len(candidates) != 1:
+            return None
+        answer = candidates[0]
+    return _single_checks(answer, single)
+
+
+def _single_checks(answer: str, single: bool) -> str | None:
+    if len(answer) > MAX_GRADED_CHARS:
+        return None
+    if single and (_mathtext.has_hedge_marker(answer) or _mathtext.juxtaposed_numbers(answer)):
+        return None
+    return answer
+
+
 def check(answer: str, gold: str) -> float | None:
     """1.0/0.0 for an extracted answer against a gold; None when the gold does not parse."""
     gold_parsed = parse_gold(gold)
@@ -139,21 +184,10 @@ def check(answer: str, gold: str) -> float | None:
     if not braces_balanced(answer):
         return 0.0  # `5}{6` would break out of the `\\boxed{…}` we parse it in
     single = _is_single_valued(_main_value(gold_parsed))
-    found = _mathtext.boxes(answer)
-    if len(found) > 1:
-        if single:
-            return 0.0  # several boxed candidates
-        answer = ", ".join(c for _, _, c in found)  # `\\boxed{1} and \\boxed{-2}` against a list gold
-    else:
-        answer = _mathtext.unbox(answer)[0]  # a box beside other content: `3 \\boxed{4}`
-    if single:
-        if _mathtext.has_hedge_marker(answer) or _mathtext.juxtaposed_numbers(answer):
-            return 0.0
-        if _mathtext.has_prose(answer):
-            candidates = _mathtext.prose_candidates(answer)
-            if len(candidates) != 1:
-                return 0.0  # prose with several (or no) candidate values
-            answer = candidates[0]
+    graded = _graded_part(answer, single)
+    if graded is None:
+        return 0.0
+    answer = graded
     parsed = parse_math(normalize(answer))
     if not parsed or is_hedge(answer, parsed, gold_parsed):
         return 0.0

@@ -22,7 +22,8 @@ Our additions, all scoring 0 (see `_mathworker` and `_mathtext` for the exact ru
   deleted before parsing).  Fixed false negatives: `\\textcolor{red}{5}` and `\\color{red} 5` are 5.
 - Prose answers: a final sentence with exactly one candidate value (`The largest $n$ is 34.`) is
   graded on that value; prose with several candidates scores 0 (Math-Verify takes the last one).
-- Answers longer than `MAX_ANSWER_CHARS` (no real final answer is that long).
+- Answer blocks longer than `MAX_ANSWER_CHARS`, graded parts longer than 1 000 characters.
+- "The final answer is X" after any box grades X (one candidate only).
 - Anything that overruns the deadline (parser bombs such as `9^{9^{9^{9}}}` or `10000!`).
 - Invisible characters are spaces and U+2212 is a minus before anything is parsed.
 
@@ -44,8 +45,9 @@ from rlvr.verifiers._deadline import WorkerPool
 from rlvr.verifiers.region import extract_answer
 
 DEFAULT_TIMEOUT_S = 3.0
-MAX_ANSWER_CHARS = 1_000
+MAX_ANSWER_CHARS = 20_000  # the answer block; its graded part is capped at 1 000 (`_mathworker`)
 _GOLD_CACHE_SIZE = 1 << 16
+_MAX_EQUIV_CHARS = 1_000  # maj@k voting compares extracted answers, never whole blocks
 
 
 def _pool_size() -> int:
@@ -117,7 +119,7 @@ def math_equivalent_batch(
     for i, (a, b) in enumerate(pairs):
         if not (isinstance(a, str) and isinstance(b, str)) or not a.strip() or not b.strip():
             continue
-        if max(len(a), len(b)) > MAX_ANSWER_CHARS:
+        if max(len(a), len(b)) > _MAX_EQUIV_CHARS:
             continue
         if a.strip() == b.strip():
             results[i] = True
