@@ -1,0 +1,149 @@
+"""Issue 12's attack table: one or more cases per class; none may pass, and the parent is unaffected.
+
+Every program below is a WRONG solution (its `f` never doubles) plus an attempt to forge the
+verdict or reach the host.  "Parent unaffected": a witness file on the host is unchanged, no file
+appears outside the sandbox, the secret in the parent's environment never shows up in any
+output, and this process (and a canary child of it) is still alive.  WEAK rows use tests that
+compare the program's own class, so they run in the in-sandbox judge, the weaker mode.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from rlvr.verifiers.code import extract_code, run_tests, sandbox_available
+from rlvr.verifiers.countdown import verify_countdown
+from rlvr.verifiers.format import think_answer_format
+from rlvr.verifiers.math import verify_math
+
+pytestmark = pytest.mark.skipif(
+    not sandbox_available()[0], reason=f"no bwrap sandbox: {sandbox_available()[1]}"
+)
+SECRET = f"rlvr-secret-{uuid.uuid4().hex}"
+TESTS = "assert f(2) == 4\nassert f(3) == 6\n"
+WEAK_TESTS = "assert f(2) == N(4)\nassert f(3) == N(6)\n"
+N_CLASS = "class N:\n    def __init__(s, v): s.v = v\n    def __eq__(s, o): return isinstance(o, N) and o.v == s.v\n"
+WRONG = "def f(x):\n    return x\n"
+
+ATTACKS = {
+    # hook re-entry: code run while the audit hook inspects attacker objects
+    "hook_str_subclass_import": "class S(str):\n    def startswith(s, *a): return False\n    def __str__(s): return 'json'\n"
+    "try:\n    __import__(S('ctypes'))\nexcept Exception:\n    pass\n",
+    "hook_patch_posixpath": "import posixpath\nposixpath.realpath = lambda p, **k: '/tmp/x'\nopen('/pwn', 'w')\n",
+    "hook_forge_done_event": "import sys\ntry:\n    sys.audit('rlvr.done', 2, 2, 0)\nexcept Exception:\n    pass\n",
+    # frame walking: reach the harness's locals (tests, comparator, nonce)
+    "frame_signal_handler": "import signal, os\ndef h(s, fr):\n    while fr.f_back: fr = fr.f_back\n    fr.f_globals.clear()\n"
+    "signal.signal(signal.SIGALRM, h)\nsignal.setitimer(signal.ITIMER_REAL, 0.01)\nimport time\ntime.sleep(0.1)\n",
+    "frame_warnings_filename": "src = 'import sys\\nfr = sys._getframe(1)\\n'\nns = {}\n"
+    "try:\n    exec(compile(src, __import__('warnings').__file__, 'exec'), ns)\nexcept Exception:\n    pass\n",
+    "frame_traceback": "try:\n    1 / 0\nexcept Exception as e:\n    try:\n        e.__traceback__.tb_frame.f_back.f_locals.clear()\n    except Exception:\n        pass\n",
+    # dir_fd-relative opens: /proc/self/mem and the parent's environment
+    "dirfd_proc_mem": "import os\ntry:\n    d = os.open('/', os.O_RDONLY)\n    fd = os.open('proc/self/mem', os.O_RDONLY, dir_fd=d)\nexcept OSError:\n    pass\n",
+    "dirfd_parent_environ": f"import os\nfound = False\nfor p in os.listdir('/proc'):\n    try:\n        found |= b'{SECRET}' in open('/proc/' + p + '/environ', 'rb').read()\n    except OSError:\n        pass\nprint('FOUND' if found else 'none')\n",
+    "dirfd_create_outside": "import os\ntry:\n    d = os.open('/usr', os.O_RDONLY)\n    os.open('pwned', os.O_CREAT | os.O_WRONLY, dir_fd=d)\nexcept OSError:\n    pass\n",
+    # root inside: remount, immutable scratch files, process limit, capabilities
+    "root_remount_rw": "import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nlibc.mount(None, b'/', None, 0x20 | 0x1000, None)\n"
+    "try:\n    open('/pwned', 'w')\nexcept OSError:\n    pass\n",
+    "root_immutable_scratch": "import fcntl, struct\nf = open('/tmp/keep', 'w')\ntry:\n    fcntl.ioctl(f, 0x40086602, struct.pack('l', 0x10))\nexcept OSError:\n    pass\n",
+    "root_fork_bomb": "import os\nfor _ in range(10000):\n    try:\n        if os.fork() == 0:\n            import time\n            time.sleep(20)\n            os._exit(0)\n    except OSError:\n        break\n",
+    "root_setuid": "import os\ntry:\n    os.setuid(0)\nexcept OSError:\n    pass\n",
+    "root_unshare": "import ctypes\nctypes.CDLL(None).syscall(272, 0x10000000)\n",
+    # host sockets and processes
+    "host_unix_socket": "import socket\nfor path in ('/run/docker.sock', '/tmp/.X11-unix/X0', '/var/run/dbus/system_bus_socket'):\n"
+    "    try:\n        socket.socket(socket.AF_UNIX).connect(path)\n    except OSError:\n        pass\n",
+    "host_tcp_loopback": "import socket\ntry:\n    socket.create_connection(('127.0.0.1', 22), timeout=0.5)\nexcept OSError:\n    pass\n",
+    "kill_everything": "import os, signal\nfor pid in range(1, 400):\n    try:\n        os.kill(pid, signal.SIGKILL)\n    except OSError:\n        pass\n",
+    # judge tricks: values that lie, protocol forgery
+    "lying_eq": "class A:\n    def __eq__(s, o): return True\ndef f(x): return A()\n",
+    "lying_str_subclass": "class S(str):\n    def __eq__(s, o): return True\n    __hash__ = str.__hash__\ndef f(x): return S('wrong')\n",
+    "forge_reply_pipe": 'import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b\'{"ok": ["i", "4"]}\\n\' * 4)\n    except OSError:\n        pass\n',
+}
+WEAK_ATTACKS = {
+    "weak_signal_frame": ATTACKS["frame_signal_handler"],
+    "weak_warnings_filename": ATTACKS["frame_warnings_filename"],
+    "weak_proc_mem": "open('/proc/self/mem', 'rb')\n",
+    "weak_ctypes": "import ctypes\n",
+    "weak_forge_done": 'import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b\'{"ev": "done", "nonce": "x", "counts": [2, 2, 0]}\\n\')\n    except OSError:\n        pass\n',
+    "weak_lying_eq": "class A:\n    def __eq__(s, o): return True\n",
+}
+
+
+@pytest.fixture(scope="module")
+def host_state():
+    witness = f"/tmp/rlvr-witness-{uuid.uuid4().hex}"
+    with open(witness, "w") as f:
+        f.write("unchanged")
+    canary = subprocess.Popen(["sleep", "600"])
+    before = set(os.listdir("/tmp"))
+    os.environ["RLVR_ATTACK_SECRET"] = SECRET
+    yield witness, canary, before
+    del os.environ["RLVR_ATTACK_SECRET"]
+    canary.kill()
+    os.unlink(witness)
+
+
+def _check_host(host_state, r) -> None:
+    witness, canary, before = host_state
+    with open(witness) as f:
+        assert f.read() == "unchanged"
+    assert canary.poll() is None, "a host process was killed"
+    assert not os.path.exists("/pwned") and not os.path.exists("/usr/pwned")
+    assert not {n for n in set(os.listdir("/tmp")) - before if n in ("keep", "x", "pwned")}
+    assert SECRET not in r.stdout_tail + r.stderr_tail + r.detail
+    assert "FOUND" not in r.stdout_tail
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_attack_does_not_pass(name: str, host_state) -> None:
+    program = ATTACKS[name] + ("" if "def f(" in ATTACKS[name] else WRONG)
+    r = run_tests(program, TESTS, timeout_s=5.0)
+    assert not r.passed, r
+    assert r.guarantee in ("parent_judge", ""), r
+    _check_host(host_state, r)
+
+
+@pytest.mark.parametrize("name", list(WEAK_ATTACKS))
+def test_weak_mode_attack_does_not_pass(name: str, host_state) -> None:
+    program = N_CLASS + WEAK_ATTACKS[name] + "def f(x):\n    return N(x)\n"
+    r = run_tests(program, WEAK_TESTS, timeout_s=5.0)
+    assert not r.passed, r
+    _check_host(host_state, r)
+    honest = run_tests(N_CLASS + "def f(x):\n    return N(2 * x)\n", WEAK_TESTS)
+    assert honest.passed and honest.guarantee == "in_sandbox_judge", honest
+
+
+def test_parser_dos_in_the_parent() -> None:
+    start = time.perf_counter()
+    for text in ("```" + " " * 24_000, "```" + " " * (1 << 20), "```python" + "\t" * (1 << 20) + "x"):
+        extract_code(text)
+    assert time.perf_counter() - start < 2.0
+
+
+@pytest.mark.parametrize(
+    ("answer", "gold"),
+    [("3 \\cup 4", "4"), ("3 \\sim 4", "4"), ("3 \\Leftrightarrow 4", "4"), ("3 == 4", "4"), ("x := 3 == 4", "4"),
+     ("\\begin{cases} 3 \\\\ 4 \\end{cases}", "4"), ("3 \\text{, } 4", "4"), ("3 \u2228 4", "4"), ("3 \\vert 4", "4"),
+     ("3 \\quad 4", "4"), ("\\boxed{4} 3", "4"), ("x=4 \\text{ or } x=5", "x=4"), ("a + b = 4", "4"),
+     ("x + 5 = 0", "-5"), ("\\neg 4", "4"), ("\\phantom{4}", "4")],
+)  # fmt: skip
+def test_math_hedges(answer: str, gold: str) -> None:
+    assert verify_math(f"<think>w</think><answer>{answer}</answer>", gold) == 0.0
+
+
+@pytest.mark.parametrize(
+    "completion", ["<think>\u200b</think><answer>4</answer>", "<think>a</think><answer>\x00</answer>"]
+)
+def test_format_invisible_blocks(completion: str) -> None:
+    assert think_answer_format(completion) == 0.0
+
+
+def test_countdown_minus() -> None:
+    assert verify_countdown("<answer>7 \u2212 3</answer>", [7, 3], 4) == 1.0
+    assert (
+        verify_countdown("<answer>\u22123 + 7</answer>", [7, 3], 4) == 0.0
+    )  # no unary minus, whatever the glyph
