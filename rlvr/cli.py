@@ -33,12 +33,17 @@ def _init_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace, kind: str) -> int:
-    from rlvr.trainer import load_config, train_rl, train_sft
+def _train(args: argparse.Namespace, kind: str | None) -> int:
+    from rlvr.config import load_config
+    from rlvr.pipeline import train
 
     config = load_config(args.config, args.set or [], kind=kind)
+    if kind is not None and config.kind != kind:
+        print(f"rlvr: {args.config} is a kind = {config.kind!r} config; run it with `rlvr train {args.config}`",
+              file=sys.stderr)  # fmt: skip
+        return 2
     _print_resolved(config)
-    result = (train_rl if kind == "rl" else train_sft)(config, resume=args.resume)
+    result = train(config, resume=args.resume)
     print(f"run {result.status} at step {result.step}: {result.run_dir}")
     return 0 if result.status == "completed" else 1
 
@@ -90,7 +95,8 @@ def _verify(args: argparse.Namespace) -> int:
     from rlvr.tasks import make_task
     from rlvr.tasks.verify import verify_file
 
-    summary = verify_file(make_task(args.task), args.file)
+    task = make_task(args.task, **(args.task_kwargs or {}))
+    summary = verify_file(task, args.file, output=args.out, prefix=args.prefix)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -116,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_init_model)
 
-    for name, kind, help_ in (("sft", "sft", "supervised cold start"), ("train", "rl", "GRPO-family RL")):
+    for name, kind, help_ in (("sft", "sft", "supervised cold start (shortcut for a kind = 'sft' config)"),
+                              ("train", None, "run a stage config of any kind (rl, sft)")):  # fmt: skip
         p = sub.add_parser(name, help=help_)
         p.add_argument("config", help="TOML config file")
         p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
@@ -154,8 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_report)
 
     p = sub.add_parser("verify", help="score a JSONL of completions against a task")
-    p.add_argument("file")
+    p.add_argument("file", help="JSONL rows: completion + example_id (or prompt + gold [+ meta]) [+ prefix]")
     p.add_argument("--task", required=True)
+    p.add_argument("--task-kwargs", type=_json_object, default=None, metavar="JSON", help="the task's kwargs")
+    p.add_argument("--prefix", default=None,
+                   help="what the prompts left open (e.g. '<think>'), for rows without a 'prefix' field; "
+                   "default: the task's plain template")  # fmt: skip
+    p.add_argument("--out", default=None, help="write one scored JSON row per input row here")
     p.set_defaults(func=_verify)
     return parser
 

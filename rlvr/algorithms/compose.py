@@ -56,6 +56,7 @@ class TokenInputs:
 
 
 Term = Callable[[TokenInputs], tuple[Tensor, Metrics]]
+_INPUT_OF = {"kl": "ref_logprobs", "entropy": "entropy"}  # what a metric-only term reads
 
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:  # [B, T], [B, T] -> scalar
@@ -153,9 +154,10 @@ class Objective:
             c = coefs.get(name, coef)
             if c != 0:
                 total = c * per_token if total is None else total + c * per_token
-        for _, term in self.metric_terms:
-            with torch.no_grad():
-                metrics.update(term(x)[1])
+        for name, term in self.metric_terms:
+            if getattr(x, _INPUT_OF.get(name, "logprobs")) is not None:  # e.g. no entropy from a packed SFT row
+                with torch.no_grad():
+                    metrics.update(term(x)[1])
         if total is None:
             total = x.logprobs * 0.0
         return self.aggregate(total, x.loss_mask, denominator), metrics

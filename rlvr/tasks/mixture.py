@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from rlvr.tasks.base import extract as grade_extract
+from rlvr.tasks.base import grade
 from rlvr.types import Example, Score
 
 
@@ -66,12 +68,15 @@ class TaskMixture:
         task, ex = self._member(example)
         return task.messages(ex)
 
-    def score(self, example: Example, completion: str, **kw: Any) -> Score:
+    def score(self, example: Example, completion: str, *, prefix: str | None = None) -> Score:
         task, ex = self._member(example)
-        return task.score(ex, completion, **kw)
+        return task.score(ex, completion) if prefix is None else grade(task, ex, completion, prefix=prefix)
 
-    def extract(self, completion: str, **kw: Any) -> str | None:  # answer extraction is per task
-        return self.tasks[0].extract(completion, **kw)
+    def extract(self, completion: str, *, prefix: str | None = None) -> str | None:
+        """Answer extraction (maj@k votes) as the first member does it: the protocol's `extract` sees no
+        example, so a mixture whose members extract differently should be evaluated member by member."""
+        task = self.tasks[0]
+        return task.extract(completion) if prefix is None else grade_extract(task, completion, prefix=prefix)
 
     def equivalent(self, a: str, b: str, example: Example) -> bool:
         task, ex = self._member(example)

@@ -73,7 +73,10 @@ def build_optimizer(model: nn.Module, cfg: Any) -> Optimizers:
     if cfg.type == "muon":
         return _muon(model, params, cfg)
     if cfg.type in ("soap", "kl_shampoo"):
-        return Optimizers([_heavyball(cfg)([p for _, p in params], lr=cfg.lr, betas=cfg.betas,
+        cls = _heavyball(cfg)
+        if params and params[0][1].device.type == "cpu":
+            _heavyball_eager()
+        return Optimizers([cls([p for _, p in params], lr=cfg.lr, betas=cfg.betas,
                                            shampoo_beta=cfg.shampoo_beta, eps=cfg.eps, weight_decay=cfg.weight_decay,
                                            precondition_frequency=cfg.precondition_frequency,
                                            max_precond_dim=cfg.max_precond_dim, compile_step=False)])  # fmt: skip
@@ -88,6 +91,14 @@ def _muon(model: nn.Module, params: list[tuple[str, nn.Parameter]], cfg: Any) ->
                             adjust_lr_fn="match_rms_adamw")  # fmt: skip
     adamw = torch.optim.AdamW(rest, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
     return Optimizers([muon, adamw] if rest else [muon])
+
+
+def _heavyball_eager() -> None:
+    """heavyball torch.compiles its kernels (mode max-autotune) even with compile_step=False; on a CPU the
+    first step then autotunes for ~2 minutes on the 1m model.  Eager is the right trade there."""
+    import heavyball.utils
+
+    heavyball.utils.compile_mode = None
 
 
 def _heavyball(cfg: Any) -> Any:

@@ -15,6 +15,7 @@ import torch
 
 from rlvr.algorithms.advantages import zero_variance_frac
 from rlvr.rollout.base import SamplingParams
+from rlvr.tasks.base import grade
 from rlvr.trainer.batching import Sample
 from rlvr.trainer.run import Timer, step_seed
 from rlvr.types import Example, Group
@@ -29,9 +30,11 @@ class _TimedTask:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._task, name)
 
-    def score(self, example: Example, completion: str, **kw: Any) -> Any:
+    def score(self, example: Example, completion: str, *, prefix: str | None = None) -> Any:
         with self._timer("score"):
-            return self._task.score(example, completion, **kw)
+            if prefix is None:
+                return self._task.score(example, completion)
+            return grade(self._task, example, completion, prefix=prefix)
 
 
 def sampling_params(config: Any, eos_id: int | None, step: int, attempt: int) -> SamplingParams:
@@ -132,7 +135,7 @@ def reward_metrics(groups: Sequence[Group]) -> dict[str, float]:
 def sample_rows(step: int, groups: Sequence[Group]) -> list[dict[str, Any]]:
     """samples.jsonl rows; `prefix` is what the prompt left open, so `rlvr verify` grades them the same."""
     return [
-        {"step": step, "example_id": g.example.id, "prompt": g.prompt, "prefix": getattr(g, "prefix", ""),
+        {"step": step, "example_id": g.example.id, "prompt": g.prompt, "prefix": g.prefix,
          "completion": c.text, "reward": s.total, "parts": dict(s.parts), "finish_reason": c.finish_reason}
         for g in groups for c, s in zip(g.completions, g.scores)
     ]  # fmt: skip

@@ -1,7 +1,8 @@
 """`train_sft`: supervised fine-tuning on prompt/completion pairs, loss on completion tokens only.
 
 Pairs come from a JSONL file (`data.path`) or from the task's worked solutions
-(`task.solution(example, rng, noise)`, for an R1-format cold start).  The loss is the token mean of
+(`rlvr.tasks.sft_target`: the task's worked solution after the rendered prompt, for an R1-format
+cold start).  The loss is the token mean of
 -log p(completion token) over the whole optimizer step: one global denominator (the step's
 completion-token count) shared by every micro-batch, so gradient accumulation changes nothing.
 It runs on the shared objective-blind step (the NLL term) and the one loop driver.
@@ -21,6 +22,8 @@ from torch import nn
 from rlvr.algorithms.aggregate import aggregate, global_denominator
 from rlvr.algorithms.compose import Objective, nll_term
 from rlvr.config import ConfigError, SFTConfig
+from rlvr.rollout.collect import render_prompt
+from rlvr.tasks import sft_target
 from rlvr.trainer import build
 from rlvr.trainer.batching import MicroBatch, Sample, micro_batches, padding_fraction
 from rlvr.trainer.data import DataCursor
@@ -54,18 +57,18 @@ def read_pairs(path: str | Path, prompt_field: str, completion_field: str) -> li
 
 
 def task_pairs(config: SFTConfig, task: Any, tokenizer: Any) -> list[tuple[list[int], str]]:
-    """(prompt ids, worked solution) for the task's train examples; `data.noise` adds deliberate slips."""
+    """(prompt ids, SFT target) for the task's train examples; `data.noise` adds deliberate slips.
+
+    The target is the R1 layout minus what the rendered prompt left open (`rlvr.tasks.sft_target`), so
+    a chat template that opens `<think>` itself, or none, trains on exactly what grading expects."""
     size = config.data.num_examples or (config.task.train_size if config.task else None)
     examples = build.split_examples(task, "train", size)
     rng = random.Random(config.run.seed)
-    chat = config.model.chat_template
-    return [
-        (
-            build.render_prompt(task, tokenizer, ex, chat_template=chat),
-            task.solution(ex, rng, config.data.noise),
-        )
-        for ex in examples
-    ]
+    pairs = []
+    for ex in examples:
+        r = render_prompt(tokenizer, task, ex, chat_template=config.model.chat_template)
+        pairs.append((list(r.ids), sft_target(task, ex, r.prefix, rng, config.data.noise)))
+    return pairs
 
 
 def make_samples(config: SFTConfig, task: Any, tokenizer: Any) -> tuple[list[Sample], int]:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -75,7 +77,7 @@ def test_score_at_temperature_and_top_k(model, tok, prompts):
         best = lp.topk(3, dim=-1)
         assert [list(x) for x in s.top_ids] == best.indices.tolist()
         assert torch.allclose(torch.tensor(s.top_logprobs), best.values, atol=1e-4)
-        assert all(a >= b for row in s.top_logprobs for a, b in zip(row, row[1:]))  # descending
+        assert all(a >= b for row in s.top_logprobs for a, b in itertools.pairwise(row))  # descending
     assert eng.score([prompts[0]], [[5]])[0].top_ids is None  # no top-k unless asked
 
 
