@@ -58,16 +58,21 @@ def _shingle_hash(shingle: str) -> int:
 
 def signatures(texts: list[str], *, ngram: int, num_perm: int, seed: int) -> np.ndarray:
     """MinHash signatures of `texts` over their `ngram`-token shingles: [len(texts), num_perm] uint32."""
+    return token_signatures([tokens(t) for t in texts], ngram=ngram, num_perm=num_perm, seed=seed)
+
+
+def token_signatures(toks: list[list[str]], *, ngram: int, num_perm: int, seed: int) -> np.ndarray:
+    """`signatures` of already tokenised texts."""
     a, b = permutations(num_perm, seed)
-    out = np.empty((len(texts), num_perm), dtype=np.uint32)
-    sets = [set(shingles(tokens(t), ngram)) for t in texts]
+    out = np.empty((len(toks), num_perm), dtype=np.uint32)
+    sets = [set(shingles(t, ngram)) for t in toks]
     counts = np.fromiter((len(s) for s in sets), dtype=np.int64, count=len(sets))
     hv = np.fromiter((_shingle_hash(x) for s in sets for x in s), dtype=np.uint32, count=int(counts.sum()))
     hv = datasketch().minhash._fmix(hv, 32)
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1])) if len(texts) else counts
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1])) if len(toks) else counts
     step = max(1, (1 << 22) // max(num_perm, 1))  # bound the [shingles, num_perm] temporary to ~16 MB
-    for lo in range(0, len(texts), step):
-        hi = min(lo + step, len(texts))
+    for lo in range(0, len(toks), step):
+        hi = min(lo + step, len(toks))
         s0, s1 = int(starts[lo]), int(starts[hi - 1] + counts[hi - 1])
         phv = np.multiply.outer(a, hv[s0:s1])  # [num_perm, shingles]; uint32 arithmetic wraps mod 2^32
         phv += b[:, None]
@@ -77,11 +82,12 @@ def signatures(texts: list[str], *, ngram: int, num_perm: int, seed: int) -> np.
 
 def exact_keys(texts: list[str]) -> np.ndarray:
     """A 64-bit key of each text's normalised form: [len(texts)] uint64 (blake2b; collisions ~N²/2^65)."""
-    return np.fromiter(
-        (int.from_bytes(hashlib.blake2b(normalized(t).encode("utf-8"), digest_size=8).digest(), "little")
-         for t in texts),
-        dtype=np.uint64, count=len(texts),
-    )  # fmt: skip
+    return _exact_keys([normalized(t) for t in texts])
+
+
+def _exact_keys(normal: list[str]) -> np.ndarray:
+    digests = (hashlib.blake2b(t.encode("utf-8"), digest_size=8).digest() for t in normal)
+    return np.fromiter((int.from_bytes(d, "little") for d in digests), dtype=np.uint64, count=len(normal))
 
 
 def band_keys(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
@@ -108,10 +114,11 @@ def chunk_work(
     texts: list[str], method: str, ngram: int, num_perm: int, seed: int
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """What a worker computes for one chunk: (exact keys [C] uint64, signatures [C, num_perm] or None)."""
-    keys = exact_keys(texts)
+    toks = [tokens(t) for t in texts]  # once, for both
+    keys = _exact_keys([" ".join(t) for t in toks])
     if method == "exact":
         return keys, None
-    return keys, signatures(texts, ngram=ngram, num_perm=num_perm, seed=seed)
+    return keys, token_signatures(toks, ngram=ngram, num_perm=num_perm, seed=seed)
 
 
 def as_datasketch(signature: np.ndarray, seed: int) -> Any:
