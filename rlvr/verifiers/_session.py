@@ -12,6 +12,7 @@ survived (`_bwrap.finish`; in unsafe mode also that the scratch directory was re
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import select
@@ -57,6 +58,7 @@ def _memfd(name: str, data: bytes = b"") -> int:
     return fd
 
 
+@functools.cache
 def _harness_data() -> dict[str, bytes]:
     return {name: (_HERE / name).read_bytes() for name in HARNESS_FILES}
 

