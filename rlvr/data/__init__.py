@@ -4,18 +4,32 @@ and the language-consistency reward; streaming over JSONL / Parquet / HF dataset
 See docs/data.md.  `rlvr data …` on the command line (rlvr/data/cli.py).
 """
 
+from rlvr.data.decontam import DecontamConfig, EvalIndex, Match, decontaminate, decontaminate_file
 from rlvr.data.dedup import Decision, DedupConfig, DedupReport, dedup, dedup_chunks, dedup_file
+from rlvr.data.difficulty import PassRange, filter_by_difficulty, write_kept
 from rlvr.data.io import DataError, RowSource, read_rows, write_rows
+from rlvr.data.language import LanguageReward, WithLanguageReward, language_consistency
 
 __all__ = [
     "DataError",
     "Decision",
+    "DecontamConfig",
     "DedupConfig",
     "DedupReport",
+    "EvalIndex",
+    "LanguageReward",
+    "Match",
+    "PassRange",
     "RowSource",
+    "WithLanguageReward",
+    "decontaminate",
+    "decontaminate_file",
     "dedup",
     "dedup_chunks",
     "dedup_file",
+    "filter_by_difficulty",
+    "language_consistency",
     "read_rows",
+    "write_kept",
     "write_rows",
 ]
