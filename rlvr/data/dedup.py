@@ -38,7 +38,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rlvr.data.index import KeyIndex
-from rlvr.data.io import DataError, RowSource, write_json, write_rows
+from rlvr.data.io import DataError, RowSource, field_text, write_json, write_rows
 from rlvr.data.minhash import band_keys, chunk_work, datasketch
 
 P = TypeVar("P")
@@ -192,6 +192,30 @@ def dedup(texts: Iterable[str], config: DedupConfig | None = None) -> Iterator[D
     chunks = ((None, chunk) for chunk in _batched(texts, (config or DedupConfig()).chunk_size))
     for _, decisions in dedup_chunks(chunks, config):
         yield from decisions
+
+
+def dedup_rows(
+    rows: Iterable[dict[str, Any]], field: str, config: DedupConfig | None = None
+) -> Iterator[tuple[dict[str, Any], Decision]]:
+    """(row, decision) for rows given as dicts, deduplicated on the text of `field` (a dotted path)."""
+    config = config or DedupConfig()
+    located = ((f"row {i + 1}", row) for i, row in enumerate(rows))
+    chunks = (
+        (batch, [field_text(row, field, loc) for loc, row in batch])
+        for batch in _batched(located, config.chunk_size)
+    )
+    for batch, decisions in dedup_chunks(chunks, config):
+        for (_, row), d in zip(batch, decisions):
+            yield row, d
+
+
+def clusters(decisions: Iterable[Decision]) -> dict[int, list[int]]:
+    """Kept row -> the rows of its cluster (itself first), for clusters of more than one row."""
+    out: dict[int, list[int]] = {}
+    for d in decisions:
+        if not d.keep:
+            out.setdefault(d.cluster, [d.cluster]).append(d.index)
+    return out
 
 
 def dedup_chunks(

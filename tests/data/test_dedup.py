@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("datasketch", reason="near-duplicate dedup needs datasketch: pip install datasketch")
 
-from rlvr.data import DataError, DedupConfig, RowSource, dedup, dedup_file
+from rlvr.data import DataError, DedupConfig, RowSource, clusters, dedup, dedup_file, dedup_rows
 from rlvr.data.index import KeyIndex
 from rlvr.data.text import shingles, tokens
 
@@ -191,3 +191,13 @@ def test_errors_name_the_line_and_field_and_leave_no_output(tmp_path):
         dedup_file(RowSource(src, "q"), out=src)
     with pytest.raises(DataError, match="holds dict, not text"):
         list(RowSource(_jsonl(tmp_path / "n.jsonl", [{"q": {"a": 1}}]), "q"))
+
+
+def test_dedup_rows_and_clusters_over_dict_rows():
+    rows = [{"m": [{"content": t}]} for t in ("a b c", "x y", "A b c.", "a  b c")]
+    out = list(dedup_rows(rows, "m.0.content", DedupConfig(method="exact")))
+    assert [d.keep for _, d in out] == [True, True, False, False] and out[2][0] is rows[2]
+    assert clusters(d for _, d in out) == {0: [0, 2, 3]}
+    with pytest.raises(DataError, match="row 1: field 'q' is missing"):
+        list(dedup_rows(rows, "q"))
+    assert list(dedup([], DedupConfig())) == []
