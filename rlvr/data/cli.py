@@ -193,7 +193,7 @@ def _filter_difficulty(args: argparse.Namespace) -> dict[str, Any]:
     if args.rates is not None:
         write_rows((r.as_dict() for r in result.rates), args.rates, format="jsonl")
     if args.out is not None:
-        write_kept(result, task, args.out)
+        write_kept(result, task, args.out, split=args.split)
     return result.summary()
 
 

@@ -235,13 +235,15 @@ class _NoPrefix:
         return self._task.score(example, completion, prefix="")
 
 
-def write_kept(result: DifficultyResult, task: Task, out: str | os.PathLike[str]) -> int:
-    """Write the kept prompts to `out`: a file task's original rows (every field, in file order),
-    any other task's examples as {"id", "prompt", "gold", "meta"} records."""
+def write_kept(
+    result: DifficultyResult, task: Task, out: str | os.PathLike[str], *, split: str | None = None
+) -> int:
+    """Write the kept prompts to `out`: a file task's original rows (every field, in file order; `split`
+    names the split of an HF DatasetDict), any other task's examples as {"id", "prompt", "gold", "meta"}."""
     path = getattr(task, "path", None)
     sources = {ex.meta.get("source") for ex in result.kept}
     if path is not None and None not in sources:
-        fmt, split = getattr(task, "format", None), getattr(task, "split", None)
+        fmt, split = getattr(task, "format", None), split or getattr(task, "split", None)
         return write_rows(_rows_at(Path(path), fmt, split, sources), out)
     records = (
         {"id": ex.id, "prompt": ex.prompt, "gold": ex.gold, "meta": dict(ex.meta)} for ex in result.kept
