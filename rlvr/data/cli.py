@@ -143,7 +143,7 @@ def _print_settings(settings: dict[str, Any]) -> None:
 
 
 def _dedup(args: argparse.Namespace) -> dict[str, Any]:
-    from rlvr.data.dedup import DedupConfig, dedup_file
+    from rlvr.data.duplicates import DedupConfig, dedup_file
 
     config = DedupConfig(
         method=args.method, ngram=args.ngram, num_perm=args.num_perm, threshold=args.threshold,

@@ -114,3 +114,18 @@ def test_filter_difficulty_with_the_tiny_model(tmp_path, capsys):
             '{"n_train": 4, "n_test": 2}', "--k", "2", "--max-new-tokens", "8", "--keep", "[0, 1]", "--out", str(out)]  # fmt: skip
     assert run(argv) == 0
     assert json.loads(capsys.readouterr().out)["n_prompts"] == 4 and len(out.read_text().splitlines()) == 4
+
+
+def test_the_cli_module_is_light_and_every_export_resolves():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, rlvr.data.cli; sys.exit(sorted({'numpy', 'pydantic', 'torch'} & set(sys.modules)) != [])"
+    )
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0  # `rlvr --help` stays instant
+    import rlvr.data
+
+    assert all(getattr(rlvr.data, name) is not None for name in rlvr.data.__all__)
+    with pytest.raises(AttributeError):
+        rlvr.data.nope  # noqa: B018
