@@ -24,6 +24,7 @@ def _jsonl(path, rows):
 
 
 def test_dedup_command(tmp_path, capsys):
+    pytest.importorskip("datasketch")
     src = _jsonl(tmp_path / "in.jsonl", [{"q": "a b c d e"}, {"q": "A b c d e!"}, {"q": "x y z"}])
     out, report = tmp_path / "out.jsonl", tmp_path / "r.json"
     assert run(["data", "dedup", str(src), "--field", "q", "--out", str(out), "--report", str(report)]) == 0
