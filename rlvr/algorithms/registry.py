@@ -10,6 +10,8 @@ Kinds and the call convention each table's functions follow (a user function mus
                  (always called with keywords; `reinforce` accepts old_logprobs for metrics only)
     kl           fn(logprobs [B, T], ref_logprobs [B, T]) -> [B, T]
     aggregation  fn(per_token [B, T], loss_mask [B, T], *, denominator=None, max_len=None) -> scalar
+    preference   fn(chosen [P], rejected [P], ref_chosen [P], ref_rejected [P], *, chosen_len [P],
+                    rejected_len [P], **hyper) -> (loss [P], metrics)      (summed sequence logprobs)
 
 Nothing is registered at import time by side effect; adding a built-in means adding a line here.
 """
@@ -21,10 +23,10 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from rlvr.algorithms import advantages, kl, objectives
+from rlvr.algorithms import advantages, kl, objectives, preference
 from rlvr.algorithms.aggregate import AGGREGATION_MODES
 
-__all__ = ["ADVANTAGES", "AGGREGATIONS", "KINDS", "KL_ESTIMATORS", "OBJECTIVES", "check_settings", "resolve",
+__all__ = ["ADVANTAGES", "AGGREGATIONS", "KINDS", "KL_ESTIMATORS", "OBJECTIVES", "PREFERENCE_LOSSES", "check_settings", "resolve",
            "validate_name"]
 
 ADVANTAGES: Mapping[str, Callable[..., Any]] = {
@@ -50,11 +52,19 @@ KL_ESTIMATORS: Mapping[str, Callable[..., Any]] = {
 
 AGGREGATIONS: Mapping[str, Callable[..., Any]] = dict(AGGREGATION_MODES)
 
+PREFERENCE_LOSSES: Mapping[str, Callable[..., Any]] = {
+    "sigmoid": preference.dpo_sigmoid,
+    "ipo": preference.ipo,
+    "length_normalized": preference.length_normalized_dpo,
+    "simpo": preference.simpo,
+}
+
 KINDS: Mapping[str, Mapping[str, Callable[..., Any]]] = {
     "advantage": ADVANTAGES,
     "objective": OBJECTIVES,
     "kl": KL_ESTIMATORS,
     "aggregation": AGGREGATIONS,
+    "preference": PREFERENCE_LOSSES,
 }
 _ALIASES = {"advantages": "advantage", "objectives": "objective", "kl_estimator": "kl", "kl_estimators": "kl",
             "aggregations": "aggregation"}  # fmt: skip
@@ -103,6 +113,7 @@ _CALLS: Mapping[str, tuple[tuple[Any, ...], dict[str, Any]]] = {
     "objective": ((), {"logprobs": None, "old_logprobs": None, "advantages": None, "loss_mask": None}),
     "kl": ((None, None), {}),
     "aggregation": ((None, None), {"denominator": None}),
+    "preference": ((None, None, None, None), {"chosen_len": None, "rejected_len": None}),
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import tempfile
 import tomllib
 import typing
@@ -20,12 +21,25 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from rlvr.config.runs import PLANNED_STAGES, STAGES, Config
+from rlvr.errors import UserError
 
 KINDS = STAGES
 
 
-class ConfigError(ValueError):
-    """A config that cannot be used; the message names the key(s) and the fix."""
+class ConfigError(UserError, ValueError):
+    """A config that cannot be used; the message names the key(s) and the fix (one line per problem)."""
+
+    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems = list(problems) or [message]
+
+
+def problems_error(source: str, problems: Sequence[str]) -> ConfigError:
+    """One ConfigError listing every problem, each on its own indented line under `source`."""
+    if len(problems) == 1:
+        return ConfigError(f"{source}: {problems[0]}", problems)
+    lines = "\n".join(f"  - {p}" for p in problems)
+    return ConfigError(f"{source}: {len(problems)} problems:\n{lines}", problems)
 
 
 def _parse_value(text: str) -> Any:
@@ -92,11 +106,54 @@ def _describe(model: type[BaseModel], err: Mapping[str, Any]) -> str:
         close = difflib.get_close_matches(loc[-1], known, n=1)
         hint = f"; did you mean {'.'.join([*loc[:-1], close[0]])!r}?" if close else ""
         return f"unknown config key {key!r}{hint} (valid keys here: {', '.join(sorted(known))})"
+    if err["type"] == "missing" and key == "tasks":
+        return "no task: add a [task] section (name = ..., kwargs = {...}) or [[tasks]] rows for a mixture"
     if err["type"] == "missing":
         return f"missing config key {key!r}: add it to the file or pass --set {key}=..."
     if err["type"] == "value_error" and not loc:
         return str(err["ctx"]["error"]) if "ctx" in err else err["msg"]
     return f"config key {key!r}: {err['msg']} (got {err.get('input')!r})"
+
+
+def _problems(model: type[BaseModel], exc: ValidationError) -> list[str]:
+    """One line per problem (a cross-field check's message may hold several lines)."""
+    return [line for e in exc.errors() for line in _describe(model, e).split("\n") if line.strip()]
+
+
+def _pruned(data: Any, loc: Sequence[Any]) -> bool:
+    """Delete the value at `loc` (skipping the type tags pydantic adds) from `data`; False if absent."""
+    node = data
+    for i, part in enumerate(loc):
+        if isinstance(node, list) and isinstance(part, int) and part < len(node):
+            if i == len(loc) - 1:
+                return False  # a list element: leave the list alone
+            node = node[part]
+        elif isinstance(node, dict) and part in node:
+            if i == len(loc) - 1 or not isinstance(node[part], dict | list):
+                del node[part]
+                return True
+            node = node[part]
+    return False
+
+
+def _cross_field_problems(model: type[BaseModel], data: Mapping[str, Any], exc: ValidationError) -> list[str]:
+    """The cross-field checks' problems, found by validating once more with every invalid value removed
+    (its default in its place).  A problem that names a removed key is dropped: it would describe the
+    default, not what the user wrote."""
+    copy, removed = json.loads(json.dumps(data, default=str)), []
+    for err in exc.errors():
+        if err["type"] == "value_error" and not _walk(model, [str(p) for p in err["loc"]])[0]:
+            return []  # the cross-field checks already ran
+        if not _pruned(copy, err["loc"]):
+            return []  # a missing key has no default to stand in
+        removed.append(".".join(_walk(model, [str(p) for p in err["loc"]])[0]))
+    try:
+        model.model_validate(copy)
+    except ValidationError as again:
+        if any(e["loc"] for e in again.errors()):
+            return []
+        return [p for p in _problems(model, again) if not any(re.search(rf"\b{re.escape(k)}\b", p) for k in removed)]
+    return []
 
 
 def parse_config(data: Mapping[str, Any], *, kind: str | None = None, source: str = "config") -> Config:
@@ -108,11 +165,12 @@ def parse_config(data: Mapping[str, Any], *, kind: str | None = None, source: st
     if kind not in KINDS:
         raise ConfigError(f"{source}: kind = {kind!r} is unknown; use one of {sorted(KINDS)}")
     model = KINDS[kind]
+    data = {**data, "kind": kind}
     try:
-        return model.model_validate({**data, "kind": kind})  # type: ignore[return-value]
+        return model.model_validate(data)  # type: ignore[return-value]
     except ValidationError as exc:
-        lines = [_describe(model, e) for e in exc.errors()]
-        raise ConfigError(f"{source}: " + "\n  ".join(lines)) from None
+        problems = _problems(model, exc) + _cross_field_problems(model, data, exc)
+        raise problems_error(source, list(dict.fromkeys(problems))) from None
 
 
 def load_config(
@@ -123,7 +181,9 @@ def load_config(
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError(f"config file {str(path)!r} not found") from None
+        raise ConfigError(f"config file {str(path)!r} not found (see examples/*.toml)") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
     return parse_config(apply_overrides(data, overrides), kind=kind, source=str(path))

@@ -252,3 +252,39 @@ class EntropyConfig(Part):
     """An entropy bonus: `- coef * entropy` per token (0: entropy is only logged)."""
 
     coef: float = Field(default=0.0, ge=0)
+
+
+# ---------------------------------------------------------------- preference losses (kind = "dpo")
+class SigmoidDPOLoss(Part):
+    """DPO (Rafailov et al. 2023); label_smoothing > 0: conservative DPO."""
+
+    type: Literal["sigmoid"] = "sigmoid"
+    beta: float = Field(default=0.1, gt=0)
+    label_smoothing: float = Field(default=0.0, ge=0, lt=0.5)
+
+
+class IPOLoss(Part):
+    """IPO (Azar et al. 2023): squared margin to 1/(2 beta)."""
+
+    type: Literal["ipo"] = "ipo"
+    beta: float = Field(default=0.1, gt=0)
+
+
+class LengthNormalizedDPOLoss(Part):
+    """Length-normalised DPO, Tulu 3's best preference method (their beta = 5)."""
+
+    type: Literal["length_normalized"] = "length_normalized"
+    beta: float = Field(default=5.0, gt=0)
+    label_smoothing: float = Field(default=0.0, ge=0, lt=0.5)
+
+
+class SimPOLoss(Part):
+    """SimPO (Meng et al. 2024): reference-free, length-normalised, target margin gamma."""
+
+    type: Literal["simpo"] = "simpo"
+    beta: float = Field(default=2.0, gt=0)
+    gamma: float = Field(default=1.0, ge=0)
+
+
+PreferenceLoss = _typed("sigmoid", SigmoidDPOLoss, IPOLoss, LengthNormalizedDPOLoss, SimPOLoss)
+REFERENCE_FREE = ("simpo",)

@@ -219,3 +219,18 @@ class SFTDataConfig(Section):
     # concatenate whole sequences into rows of max_len tokens (attention stays within each sequence, the
     # loss is unchanged); optim.micro_batch_size then counts rows, not sequences
     packing: bool = False
+
+
+class DPODataConfig(Section):
+    """Preference pairs: from a JSONL file (`path`, field names below), built on-policy from verifier
+    outcomes (`onpolicy`: sample rollout.group_size completions per prompt, pair a higher-reward with a
+    lower-reward one), or both mixed each step (Tulu 3 mixed on- and off-policy pairs)."""
+
+    path: str | None = None
+    prompt_field: str = "prompt"
+    chosen_field: str = "chosen"
+    rejected_field: str = "rejected"
+    pairs_per_step: int = Field(default=8, ge=1)  # file pairs per optimizer step
+    onpolicy: bool = False
+    pairs_per_prompt: int = Field(default=1, ge=1)  # on-policy: at most this many pairs from one group
+    max_len: int = Field(default=512, ge=2)  # prompt + completion tokens; longer completions are cut

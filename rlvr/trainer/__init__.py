@@ -3,7 +3,7 @@ batching/packing, optimizers, checkpoints and checked weight sync.
 
     from rlvr.config import load_config
     from rlvr.trainer import train
-    result = train(load_config("examples/tiny_grpo.toml"))   # any kind: "rl", "sft"
+    result = train(load_config("examples/tiny_grpo.toml"))   # any kind: "rl", "sft", "dpo"
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from rlvr.config import load_config
+from rlvr.trainer.dpo import train_dpo
 from rlvr.trainer.rl import train_rl
 from rlvr.trainer.run import Callback, CallbackContext, RunResult
 from rlvr.trainer.sft import train_sft
 
 # kind -> the stage's entry point; a new stage adds a row (and a config in rlvr.config.runs)
-STAGE_RUNNERS = {"rl": train_rl, "sft": train_sft}
+STAGE_RUNNERS = {"rl": train_rl, "sft": train_sft, "dpo": train_dpo}
 
 
 def train(config: Any, *, resume: bool = False, callbacks: Sequence[Callback] = (), **components: Any) -> RunResult:
@@ -25,5 +26,5 @@ def train(config: Any, *, resume: bool = False, callbacks: Sequence[Callback] = 
     return STAGE_RUNNERS[config.kind](config, resume=resume, callbacks=callbacks, **components)
 
 
-__all__ = ["STAGE_RUNNERS", "Callback", "CallbackContext", "RunResult", "load_config", "train", "train_rl",
-           "train_sft"]
+__all__ = ["STAGE_RUNNERS", "Callback", "CallbackContext", "RunResult", "load_config", "train", "train_dpo",
+           "train_rl", "train_sft"]

@@ -18,7 +18,7 @@ from torch import nn
 from rlvr.algorithms import registry
 from rlvr.algorithms.aggregate import aggregate, global_denominator
 from rlvr.algorithms.compose import Correction, Objective, entropy_term, kl_term, policy_term
-from rlvr.config import ConfigError, ModelConfig, RLConfig, SFTConfig, TaskConfig
+from rlvr.config import ConfigError, DPOConfig, ModelConfig, RLConfig, SFTConfig, TaskConfig
 from rlvr.models.precision import resolve_bf16
 from rlvr.rollout.base import Engine
 from rlvr.types import Example
@@ -33,7 +33,7 @@ def _parts(config: RLConfig) -> list[tuple[str, str, Any]]:
             ("kl", "kl", a.kl), ("aggregation", "aggregation", a.aggregation)]  # fmt: skip
 
 
-def validate(config: RLConfig | SFTConfig) -> None:
+def validate(config: RLConfig | SFTConfig | DPOConfig) -> None:
     """Registry names, user functions' keywords and file paths, checked before any model loads."""
     problems = []
     if isinstance(config, RLConfig):
@@ -45,11 +45,17 @@ def validate(config: RLConfig | SFTConfig) -> None:
                     registry.resolve(kind, part.denominator)
             except ValueError as exc:
                 problems.append(f"algorithm.{key}: {exc}")
+    if isinstance(config, DPOConfig):
+        try:
+            fn = registry.resolve("preference", config.loss.type)
+            registry.check_settings("preference", config.loss.type, fn, config.loss.settings())
+        except ValueError as exc:
+            problems.append(f"loss: {exc}")
     if config.model.path is not None and not Path(config.model.path).is_dir():
         problems.append(
             f"model.path: {config.model.path!r} is not a directory (create one with `rlvr init-model`)"
         )
-    if isinstance(config, SFTConfig) and config.data.path and not Path(config.data.path).is_file():
+    if isinstance(config, SFTConfig | DPOConfig) and config.data.path and not Path(config.data.path).is_file():
         problems.append(f"data.path: {config.data.path!r} does not exist")
     if problems:
         raise ConfigError("\n  ".join(problems))

@@ -65,7 +65,8 @@ class RLStage:
     # ------------------------------------------------------------ the step
     def step(self, step: int, timer: Timer) -> dict[str, Any]:
         c, r, a = self.config, self.config.rollout, self.config.algorithm
-        groups, zero_var_sampled = collect_groups(self, step, timer)  # 1. generate + verify
+        groups, zero_var_sampled = collect_groups(self, step, timer, dynamic_sampling=a.dynamic_sampling,
+                                                  max_tries=a.max_sampling_tries)  # 1. generate + verify
         ref = None
         if self.ref_engine is not None:  # 2. the reference policy, through its engine
             with timer("reference"):

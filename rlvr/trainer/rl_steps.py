@@ -46,7 +46,8 @@ def sampling_params(config: Any, eos_id: int | None, step: int, attempt: int) ->
     )  # fmt: skip
 
 
-def collect_groups(st: Any, step: int, timer: Timer) -> tuple[list[Group], float]:
+def collect_groups(st: Any, step: int, timer: Timer, *, dynamic_sampling: bool = False,
+                   max_tries: int = 1) -> tuple[list[Group], float]:  # fmt: skip
     """Sample `prompts_per_step` prompts and their groups; (groups, fraction of all groups sampled this
     step, dropped ones included, whose rewards were all equal).
 
@@ -54,12 +55,12 @@ def collect_groups(st: Any, step: int, timer: Timer) -> tuple[list[Group], float
     signal and are dropped; more prompts are drawn until the batch is full or `max_sampling_tries`
     runs are spent, and then the batch is topped up with dropped groups so its size stays fixed.
     """
-    need, a = st.config.rollout.prompts_per_step, st.config.algorithm
+    need = st.config.rollout.prompts_per_step
     task = _TimedTask(st.task, timer)
     kept: list[Group] = []
     dropped: list[Group] = []
     seen = 0
-    for attempt in range(a.max_sampling_tries if a.dynamic_sampling else 1):
+    for attempt in range(max_tries if dynamic_sampling else 1):
         examples = st.cursor.take(need - len(kept), step=step, attempt=attempt)
         t = time.perf_counter()
         params = sampling_params(st.config, st.tokenizer.eos_token_id, step, attempt)
@@ -69,7 +70,7 @@ def collect_groups(st: Any, step: int, timer: Timer) -> tuple[list[Group], float
         seen += len(groups)
         for g in groups:
             signal = len(set(g.rewards)) > 1
-            (kept if signal or not a.dynamic_sampling else dropped).append(g)
+            (kept if signal or not dynamic_sampling else dropped).append(g)
         if len(kept) >= need:
             break
     zero_var = len(dropped) + sum(len(set(g.rewards)) <= 1 for g in kept)

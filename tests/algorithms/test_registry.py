@@ -43,7 +43,7 @@ def test_escape_hatch_imports_user_functions():
         ("objective", "rlvr.algorithms.objectives:nope", "has no attribute"),
         ("kl", "math:pi", "not a function"),
         ("kl", "math:", "package.module:function"),
-        ("optimizer", "adam", r"choose one of \['advantage', 'aggregation', 'kl', 'objective'\]"),
+        ("optimizer", "adam", r"choose one of \['advantage', 'aggregation', 'kl', 'objective', 'preference'\]"),
     ],
 )
 def test_errors_name_the_choices(kind, name, message):

@@ -43,7 +43,7 @@ path = "set on the command line"
 group_size = 8
 prompts_per_step = 8
 max_new_tokens = 48
-[algorithm]
+[algorithm.objective]
 clip_high = 0.28
 [optim]
 lr = 2e-4
