@@ -3,19 +3,45 @@
 Every subcommand is a few lines that build arguments for a library function; nothing here
 trains, evaluates or verifies by itself.  Library modules are imported inside the handlers so
 `rlvr --help` stays instant.
+
+One error path (`main`): a user error (`rlvr.errors.UserError`: config, data, paths, names, kinds, or a
+file the OS could not open) prints one block naming every problem and exits 2; SIGINT / SIGTERM stop
+the command after the current step, say what was saved and how to go on, and exit 130 / 143.  No
+traceback unless `--debug` or RLVR_DEBUG=1; a bug keeps its traceback (exit 1).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
+import signal
 import sys
 from pathlib import Path
+from typing import Any
+
+from rlvr.errors import Stopped, UserError
+
+# argparse choices that need no heavy import (kept equal to rlvr.models.tiny.PRESETS by a test)
+PRESETS = ("1m", "5m", "15m", "33m", "50m")
 
 
-def _print_resolved(config) -> None:
-    print("resolved config:")
-    print(json.dumps(config.model_dump(mode="json"), indent=2))
+def _print_resolved(config: Any) -> None:
+    """The resolved config (every default filled in), one line per section; config.json has it all."""
+    from rlvr.trainer.resume import flatten
+
+    print(f"resolved config (kind = {config.kind!r}; written to {config.run.out_dir}/config.json):")
+    sections: dict[str, list[str]] = {}
+    for key, value in flatten(config.model_dump(mode="json")).items():
+        head, _, rest = key.partition(".")
+        if head == "tasks":  # tasks.0.name -> section "tasks.0"
+            index, _, rest = rest.partition(".")
+            head = f"tasks.{index}"
+        if rest:
+            sections.setdefault(head, []).append(f"{rest}={json.dumps(value)}")
+    for head, items in sections.items():
+        print(f"  {head}: {' '.join(items)}")
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -34,17 +60,38 @@ def _init_model(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, kind: str | None) -> int:
-    from rlvr.config import load_config
-    from rlvr.pipeline import train
+    from rlvr.config import ConfigError, load_config
 
     config = load_config(args.config, args.set or [], kind=kind)
     if kind is not None and config.kind != kind:
-        print(f"rlvr: {args.config} is a kind = {config.kind!r} config; run it with `rlvr train {args.config}`",
-              file=sys.stderr)  # fmt: skip
-        return 2
+        raise ConfigError(f"{args.config} is a kind = {config.kind!r} config; run it with "
+                          f"`rlvr train {args.config}` (`rlvr {args.command}` runs kind = {kind!r} only)")  # fmt: skip
+    if args.force and not (args.resume or args.resume_or_start):
+        raise UserError("--force only applies to a resume: add --resume")
+    from rlvr.trainer.build import validate
+
+    validate(config)  # registry names, user functions, paths: before any model loads
     _print_resolved(config)
-    result = train(config, resume=args.resume)
+    if args.check:
+        print(f"{args.config}: config OK (kind = {config.kind!r}); nothing was run (--check)")
+        return 0
+    from rlvr.pipeline import train
+    from rlvr.trainer.resume import Resume
+
+    resume = Resume(or_start=args.resume_or_start, force=args.force) if args.resume or args.resume_or_start else False
+    try:
+        result = train(config, resume=resume)
+    except Stopped as stop:
+        raise Stopped(stop.signal_name, stop.message or "stopped before the first step finished: nothing was saved") from None
+    if result.status == "interrupted":
+        again = shlex.join(["rlvr", args.command, args.config, *(f"--set={x}" for x in args.set or []), "--resume"])
+        saved = f"checkpoint {result.checkpoint}" if result.checkpoint else "no checkpoint"
+        raise Stopped(result.signal or "SIGINT", f"stopped after step {result.step} of {config.run.steps}; "
+                      f"saved {saved}; continue with: {again}")  # fmt: skip
     print(f"run {result.status} at step {result.step}: {result.run_dir}")
+    if result.status == "diverged":
+        print(f"rlvr: the run diverged (non-finite updates); the last good checkpoint is {result.checkpoint}; "
+              "lower optim.lr or raise optim.grad_clip, then resume", file=sys.stderr)  # fmt: skip
     return 0 if result.status == "completed" else 1
 
 
@@ -59,19 +106,76 @@ def _json_object(text: str) -> dict:
     return value
 
 
+def _ks(text: str) -> list[int]:
+    """argparse type for --k: comma-separated positive integers."""
+    try:
+        ks = [int(k) for k in text.split(",") if k.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,4,16, got {text!r}") from None
+    if not ks or min(ks) < 1:
+        raise argparse.ArgumentTypeError(f"expected integers >= 1 like 1,4,16, got {text!r}")
+    return ks
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _make_task(args: argparse.Namespace) -> Any:
+    """The task --task / --task-kwargs name; a bad name or kwarg is the user's (exit 2), naming the flag."""
+    from rlvr.tasks import make_task
+
+    try:
+        return make_task(args.task, **(args.task_kwargs or {}))
+    except UserError:
+        raise
+    except (ValueError, TypeError) as exc:
+        flags = f"--task {args.task}" + (f" --task-kwargs '{json.dumps(args.task_kwargs)}'" if args.task_kwargs else "")
+        raise UserError(f"{flags}: {exc}") from exc
+
+
 def _eval(args: argparse.Namespace) -> int:
+    from rlvr.models.load import check_model_dir
+
+    check_model_dir(args.model, what="--model")
+    if max(args.k) > args.n and not args.greedy:
+        raise UserError(f"--k {','.join(map(str, args.k))}: every k must be <= --n {args.n} (samples per problem)")
+    task = _make_task(args)  # a bad name or kwarg fails here, before the model loads
+    if args.split not in ("train", "test"):
+        raise UserError(f"--split {args.split!r}: choose train or test")
+    try:
+        examples = task.examples(args.split)
+    except ValueError as exc:
+        raise UserError(f"--split {args.split}: {exc}") from exc
+    if not examples:
+        raise UserError(f"--task {args.task}: the {args.split} split is empty, nothing to evaluate")
     from rlvr.evaluation.runner import run_eval
 
-    ks = [int(k) for k in args.k.split(",")] if args.k else None
+    try:
+        result = _run_eval(run_eval, args)
+    except Stopped as stop:
+        kept = f"; the samples generated so far are in {args.cache}: run the same command to continue" if args.cache else ""
+        raise Stopped(stop.signal_name, f"evaluation stopped before it finished{kept}") from None
+    print(result.table())
+    return 0
+
+
+def _run_eval(run_eval: Any, args: argparse.Namespace) -> Any:
     result = run_eval(
         args.model,
         args.task,
         n=args.n,
-        ks=ks,
+        ks=args.k,
         temperature=args.temperature,
         top_p=args.top_p,
         max_new_tokens=args.max_new_tokens,
-        out_path=args.out,
+        out_path=None,
         cache_path=args.cache,
         split=args.split,
         limit=args.limit,
@@ -80,8 +184,10 @@ def _eval(args: argparse.Namespace) -> int:
         chat_template=args.chat_template,
         task_kwargs=args.task_kwargs,
     )
-    print(result.table())
-    return 0
+    result.config["task_kwargs"] = dict(args.task_kwargs or {})
+    if args.out is not None:
+        result.save(args.out)
+    return result
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -92,61 +198,76 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from rlvr.tasks import make_task
     from rlvr.tasks.verify import verify_file
 
-    task = make_task(args.task, **(args.task_kwargs or {}))
-    summary = verify_file(task, args.file, output=args.out, prefix=args.prefix)
+    summary = verify_file(_make_task(args), args.file, output=args.out, prefix=args.prefix)
     print(json.dumps(summary, indent=2))
     return 0
 
 
+def _common() -> argparse.ArgumentParser:
+    """Flags every subcommand takes (SUPPRESS: a subcommand does not reset the top-level value)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback of an error (also: RLVR_DEBUG=1)")  # fmt: skip
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlvr", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error (also: RLVR_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
+    common = [_common()]
 
-    p = sub.add_parser("demo", help="the R1 recipe end to end on a tiny model, on CPU, in minutes")
+    p = sub.add_parser("demo", parents=common, help="the R1 recipe end to end on a tiny model, on CPU, in minutes")
     p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--quick", action="store_true", help="smaller budgets (about a third of the time; for tests)"
     )
     p.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: one per core; 1 on a busy machine)"
+        "--threads", type=_positive, default=None, help="torch threads (default: one per core; 1 on a busy machine)"
     )
     p.set_defaults(func=_demo)
 
-    p = sub.add_parser("init-model", help="build the embedded tiny model (nothing downloaded)")
+    p = sub.add_parser("init-model", parents=common, help="build the embedded tiny model (nothing downloaded)")
     p.add_argument("out", help="directory to write the Hugging Face model into")
-    p.add_argument("--preset", default="5m", help="size preset: 1m, 5m, 15m, 33m, 50m")
+    p.add_argument("--preset", default="5m", choices=PRESETS, help="size preset (default: 5m)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_init_model)
 
     for name, kind, help_ in (("sft", "sft", "supervised cold start (shortcut for a kind = 'sft' config)"),
-                              ("train", None, "run a stage config of any kind (rl, sft)")):  # fmt: skip
-        p = sub.add_parser(name, help=help_)
+                              ("train", None, "run a stage config of any kind (rl, sft, dpo)")):  # fmt: skip
+        p = sub.add_parser(name, parents=common, help=help_)
         p.add_argument("config", help="TOML config file")
-        p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
+        p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                       help="override a config value (repeatable); SECTION.KEY= clears an optional key")  # fmt: skip
+        p.add_argument("--check", action="store_true",
+                       help="validate the config (keys, names, paths) and print it resolved; train nothing")  # fmt: skip
         p.add_argument(
-            "--resume", action="store_true", help="continue from the run directory's last checkpoint"
+            "--resume", action="store_true", help="continue from the run directory's last checkpoint (must exist)"
         )
+        p.add_argument("--resume-or-start", action="store_true",
+                       help="resume when run.out_dir holds a checkpoint, else start a new run there")  # fmt: skip
+        p.add_argument("--force", action="store_true",
+                       help="with --resume: accept config changes that break exactness (recorded in resumes.jsonl)")  # fmt: skip
         p.set_defaults(func=lambda a, kind=kind: _train(a, kind))
 
-    p = sub.add_parser("eval", help="pass@k / maj@k / avg@k with error bars")
+    p = sub.add_parser("eval", parents=common, help="pass@k / maj@k / avg@k with error bars")
     p.add_argument("--model", required=True, help="local Hugging Face model directory")
-    p.add_argument("--task", required=True)
+    p.add_argument("--task", required=True, help="a built-in task (arithmetic, countdown, sort, file) or 'pkg.mod:Class'")
     p.add_argument(
         "--task-kwargs", type=_json_object, default=None, metavar="JSON",
         help='the task\'s constructor kwargs, e.g. \'{"length": 3, "max_value": 9}\' (as in a config\'s [task] kwargs)',
     )  # fmt: skip
-    p.add_argument("--n", type=int, default=16, help="samples per problem")
-    p.add_argument("--k", default="1,4,16", help="comma-separated k values (each <= n)")
+    p.add_argument("--n", type=_positive, default=16, help="samples per problem")
+    p.add_argument("--k", type=_ks, default=[1, 4, 16], help="comma-separated k values (each <= n)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--max-new-tokens", type=_positive, default=256)
     p.add_argument("--greedy", action="store_true", help="one greedy sample per problem")
-    p.add_argument("--split", default="test")
-    p.add_argument("--limit", type=int, default=None, help="evaluate the first N problems only")
+    p.add_argument("--split", default="test", choices=("train", "test"))
+    p.add_argument("--limit", type=_positive, default=None, help="evaluate the first N problems only")
     p.add_argument("--out", default=None, help="result JSON path")
     p.add_argument("--cache", default=None, help="generation cache JSONL (resumable)")
     p.add_argument("--seed", type=int, default=0)
@@ -155,13 +276,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_eval)
 
-    p = sub.add_parser("report", help="write the self-contained HTML report of a run directory")
+    p = sub.add_parser("report", parents=common, help="write the self-contained HTML report of a run directory")
     p.add_argument("run_dir")
     p.add_argument("--out", default=None)
     p.set_defaults(func=_report)
 
-    p = sub.add_parser("verify", help="score a JSONL of completions against a task")
-    p.add_argument("file", help="JSONL rows: completion + example_id (or prompt + gold [+ meta]) [+ prefix]")
+    p = sub.add_parser("verify", parents=common, help="score a JSONL of completions against a task")
+    p.add_argument("file", help="JSONL rows: completion + example_id (or prompt + gold [+ meta]) [+ prefix]; "
+                   "see README 'rlvr verify'")  # fmt: skip
     p.add_argument("--task", required=True)
     p.add_argument("--task-kwargs", type=_json_object, default=None, metavar="JSON", help="the task's kwargs")
     p.add_argument("--prefix", default=None,
@@ -172,9 +294,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _raise_stopped(signum: int, frame: Any) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
+def _user_os_error(err: BaseException) -> bool:
+    """An OS error about a path the user gave (the OS names it), e.g. `--out` in a missing folder."""
+    return isinstance(err, FileNotFoundError | FileExistsError | IsADirectoryError | NotADirectoryError
+                      | PermissionError) and getattr(err, "filename", None) is not None  # fmt: skip
+
+
+def _report_error(command: str, err: BaseException) -> None:
+    text = f"{err.strerror}: {err.filename}" if _user_os_error(err) and not isinstance(err, UserError) else str(err)  # type: ignore[attr-defined]
+    print(f"rlvr {command}: error: {text}", file=sys.stderr)
+    print("(run with --debug for the traceback)", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    args = build_parser().parse_args(argv)  # a bad flag or choice: argparse's usage line, exit 2
+    debug = bool(getattr(args, "debug", False)) or os.environ.get("RLVR_DEBUG", "") not in ("", "0")
+    previous = {s: signal.signal(s, _raise_stopped) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return int(args.func(args) or 0)
+    except Stopped as stop:
+        if debug:
+            raise
+        print(f"rlvr {args.command}: stopped by {stop.signal_name}; {stop.message or 'nothing was saved'}",
+              file=sys.stderr, flush=True)  # fmt: skip
+        return stop.exit_code
+    except KeyboardInterrupt:  # a second Ctrl-C while a stage was finishing its step
+        if debug:
+            raise
+        print(f"rlvr {args.command}: stopped by SIGINT", file=sys.stderr, flush=True)
+        return 130
+    except Exception as err:
+        if debug or not (isinstance(err, UserError) or _user_os_error(err)):
+            raise
+        _report_error(args.command, err)
+        return 2
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,12 @@ from typing import Any
 import torch
 
 from rlvr.demo.plan import PLANS, DemoPlan, rl_config, sft_config, task_kwargs
+from rlvr.errors import RunDirError, Stopped
 from rlvr.evaluation import EvalResult, evaluate
+from rlvr.evaluation.runner import weights_fingerprint
+from rlvr.models.load import quiet_transformers
 from rlvr.models.tiny import build_model, build_tokenizer
+from rlvr.provenance import provenance
 from rlvr.report import write_report
 from rlvr.rollout.base import SamplingParams
 from rlvr.rollout.hf import HFEngine
@@ -61,6 +65,10 @@ class _Progress:
         self.say(f"[{index}/{STAGES}] {message}   (elapsed {_clock(self.elapsed)})")
         self._name, self._start = name, time.perf_counter()
 
+    @property
+    def current(self) -> str:
+        return getattr(self, "_name", "start")
+
     def done(self) -> None:
         seconds = time.perf_counter() - self._start
         self.stage_seconds[self._name] = round(seconds, 1)
@@ -81,7 +89,7 @@ def _clock(seconds: float) -> str:
 
 def _check_out_dir(out_dir: Path) -> None:
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise FileExistsError(
+        raise RunDirError(
             f"{out_dir} already exists and is not empty: pass --out with a new directory, or delete it"
         )
 
@@ -105,6 +113,8 @@ def held_out_eval(
         engine, tokenizer, task, examples, n=1, ks=[1], params=greedy, seed=seed, n_boot=200
     )
     result.metrics["greedy_pass@1"] = greedy_result.metrics["pass@1"]
+    result.config.update(task_kwargs=task_kwargs(plan, seed), model_fingerprint=weights_fingerprint(model),
+                         greedy_params=greedy.as_dict())  # fmt: skip
     result.save(path)
     return flat_metrics(result, n)
 
@@ -179,18 +189,34 @@ def _finite(d: dict[str, float]) -> dict[str, float | None]:
 def _quiet_threads(threads: int | None) -> Iterator[None]:
     """Run with `threads` torch threads (None: as is) and without transformers' per-save progress bars;
     restore both."""
-    from transformers.utils import logging as hf_logging
-
-    before, bars = torch.get_num_threads(), hf_logging.is_progress_bar_enabled()
+    before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
-    hf_logging.disable_progress_bar()
     try:
-        yield
+        with quiet_transformers():
+            yield
     finally:
         torch.set_num_threads(before)
-        if bars:
-            hf_logging.enable_progress_bar()
+
+
+def _provenance(plan: DemoPlan, seed: int, fingerprint: str) -> dict[str, Any]:
+    """What produced summary.json: code, task and kwargs, the model, the held-out sampling parameters."""
+    sampling = {"n": plan.eval_samples, "temperature": plan.eval_temperature, "max_new_tokens": plan.max_new_tokens,
+                "greedy_pass@1": {"temperature": 0.0}}  # fmt: skip
+    model = {"preset": plan.preset, "seed": seed, "fingerprint_after": fingerprint}
+    return provenance(task=plan.task, task_kwargs=task_kwargs(plan, seed), model=model, sampling=sampling)
+
+
+def _stopped(result: Any, stage: str, out_dir: Path) -> None:
+    """A stage the driver stopped on a signal stops the whole demo (the later stages would be meaningless)."""
+    if result is not None and getattr(result, "status", "completed") == "interrupted":
+        raise Stopped(result.signal or "SIGINT", _stop_message(stage, out_dir, result.step))
+
+
+def _stop_message(stage: str, out_dir: Path, step: int | None = None) -> str:
+    at = f" at step {step}" if step is not None else ""
+    return (f"the demo stopped during its {stage} stage{at}; partial results are in {out_dir}. The demo does "
+            f"not resume: run it again with a new --out (or delete {out_dir})")  # fmt: skip
 
 
 def run_demo(
@@ -213,7 +239,10 @@ def run_demo(
         f"{'quick' if quick else 'full'} plan -> {out_dir}"
     )
     with _quiet_threads(plan.threads):
-        before, after = _pipeline(out_dir, seed, plan, clock, progress)
+        try:
+            before, after, fingerprint = _pipeline(out_dir, seed, plan, clock, progress)
+        except Stopped as stop:  # a signal outside the training loops (build, evaluation)
+            raise Stopped(stop.signal_name, stop.message or _stop_message(clock.current, out_dir)) from None
         summary = {
             "before": _finite(before),
             "after": _finite(after),
@@ -227,6 +256,7 @@ def run_demo(
             "stage_seconds": clock.stage_seconds,
             "plan": "quick" if quick else "full",
             "settings": plan.as_dict(),
+            "provenance": _provenance(plan, seed, fingerprint),
         }
         write_json(out_dir / "summary.json", summary)
         report = write_report(out_dir)
@@ -237,8 +267,8 @@ def run_demo(
 
 def _pipeline(
     out_dir: Path, seed: int, plan: DemoPlan, clock: _Progress, progress: bool
-) -> tuple[dict[str, float], dict[str, float]]:
-    """The five stages; returns the held-out metrics (before, after) GRPO."""
+) -> tuple[dict[str, float], dict[str, float], str]:
+    """The five stages; returns the held-out metrics (before, after) GRPO and the final model's fingerprint."""
     clock.stage(1, "build", "building the task (disjoint train/test splits) and a randomly initialised model")
     task = make_task(plan.task, **task_kwargs(plan, seed))
     tokenizer = build_tokenizer()
@@ -247,12 +277,13 @@ def _pipeline(
 
     clock.stage(2, "sft", f"SFT cold start: {plan.sft_steps} steps on {plan.n_train} R1-format traces, "
                 f"{plan.sft_noise:.0%} of them with a deliberate slip")  # fmt: skip
-    train_sft(
+    result = train_sft(
         sft_config(plan, out_dir / "sft", seed, progress=progress),
         model=model,
         tokenizer=tokenizer,
         task=task,
     )
+    _stopped(result, "sft", out_dir)
     clock.done()
 
     clock.stage(
@@ -266,11 +297,12 @@ def _pipeline(
                 "samples, reward = accuracy + 0.2 x format")  # fmt: skip
     callbacks = [rl_eval_callback(task, plan, seed)] if plan.rl_eval_every else []
     config = rl_config(plan, out_dir, seed, progress=progress)
-    train_rl(config, callbacks=callbacks, model=model.train(), tokenizer=tokenizer, task=task)
+    result = train_rl(config, callbacks=callbacks, model=model.train(), tokenizer=tokenizer, task=task)
+    _stopped(result, "grpo", out_dir)
     clock.done()
 
     clock.stage(5, "eval_after", "held-out eval after GRPO (same problems, same sampling)")
     after = held_out_eval(model.eval(), tokenizer, task, plan, seed, out_dir / "eval" / "after.json")
     clock.say(f"      pass@1 {after['pass@1']:.1%}, format {after['format_rate']:.1%}")
     clock.done()
-    return before, after
+    return before, after, weights_fingerprint(model)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from rlvr.evaluation.metrics import MetricValue
+from rlvr.provenance import provenance
 from rlvr.types import Group
 
 
@@ -33,8 +34,11 @@ class EvalResult:
         return {f"{prefix}{name}": mv.value for name, mv in self.metrics.items()}
 
     def to_json(self) -> str:
+        """The config (task, sampling parameters, model fingerprint, ...), metrics, notes, per-example rows,
+        and `provenance` (rlvr version, git commit, library versions)."""
         payload = {
             "config": self.config,
+            "provenance": provenance(),
             "metrics": {name: mv.to_dict() for name, mv in self.metrics.items()},
             "notes": self.notes,
             "per_example": self.per_example,

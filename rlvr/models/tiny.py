@@ -23,6 +23,10 @@ import torch
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from rlvr.config import ConfigError
+from rlvr.errors import RunDirError
+from rlvr.models.load import quiet_transformers
+
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)  # ids 0..3, in this order
 TAG_TOKENS = ("<think>", "</think>", "<answer>", "</answer>")
@@ -74,7 +78,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
 def model_config(preset: str, tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
     """The LlamaConfig of a preset, with the vocabulary and special ids taken from `tokenizer`."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown model preset {preset!r}: choose one of {sorted(PRESETS)}")
+        raise ConfigError(f"unknown model preset {preset!r}: choose one of {', '.join(PRESETS)}")
     return LlamaConfig(
         vocab_size=len(tokenizer),
         max_position_embeddings=MAX_POSITIONS,
@@ -101,14 +105,15 @@ def init_model(out_dir: str | Path, preset: str = "5m", seed: int = 0) -> Path:
     """Write a fresh tiny model + tokenizer as an HF directory at `out_dir` (atomically); return it."""
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} already exists and is not empty: choose a new directory or remove it")
+        raise RunDirError(f"{out} already exists and is not empty: choose a new directory or remove it")
     tokenizer = build_tokenizer()
     model = build_model(preset, tokenizer, seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+        with quiet_transformers():
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
         if out.exists():
             out.rmdir()
         tmp.rename(out)

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from rlvr.errors import UserError
 from rlvr.tasks.base import VerifiedTask
 from rlvr.types import Example
 from rlvr.verifiers.math import math_equivalent, validate_golds, verify_math
@@ -29,7 +30,7 @@ _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 DATA_EXTRA = "install the optional data dependencies: pip install 'rlvr[data]'"
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError, ValueError):
     """A dataset file or row that cannot be used; the message names the file, line and field."""
 
 
@@ -147,9 +148,9 @@ class FileTask(VerifiedTask):
             (on_error, ("raise", "skip"), "on_error"),
         ]:
             if value not in options:
-                raise ValueError(f"FileTask {what}={value!r}: choose one of {list(options)}")
+                raise DatasetError(f"FileTask {what}={value!r}: choose one of {list(options)}")
         if kind == "code" and not tests_field:
-            raise ValueError("FileTask kind='code' needs tests_field= (the field holding the test source)")
+            raise DatasetError("FileTask kind='code' needs tests_field= (the field holding the test source)")
         self.prompt_field, self.answer_field, self.gold_style = prompt_field, answer_field, gold_style
         self.tests_field, self.kind, self.id_field, self.on_error = tests_field, kind, id_field, on_error
         self.split, self.validate = split, validate
@@ -205,7 +206,20 @@ class FileTask(VerifiedTask):
             )
         if self.kind == "math" and self.validate and out:
             out = self._drop_bad_golds(out)
+        if not out:
+            raise DatasetError(self._why_empty(split))
         return out
+
+    def _why_empty(self, split: str | None) -> str:
+        where = f"{self.path}" + (f" (split {split!r})" if split else "")
+        if self.n_skipped:
+            return (f"{where}: all {self.n_skipped} rows are malformed, so the data is empty "
+                    f"(first: {self.skipped[0]}); fix the rows or the field mapping (prompt_field=, answer_field=)")
+        if self.n_dropped_golds:
+            return (f"{where}: no row has a gold answer math-verify can parse ({self.n_dropped_golds} dropped), "
+                    "so the data is empty; check answer_field= and gold_style=")
+        return f"{where}: the file holds no rows, so the data is empty; add JSONL rows like " \
+               '{"question": "...", "answer": "..."}'
 
     def _drop_bad_golds(self, examples: list[Example]) -> list[Example]:
         kept, dropped = validate_golds([ex.gold for ex in examples])

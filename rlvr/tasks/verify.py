@@ -62,6 +62,26 @@ def _prefix(loc: str, row: dict[str, Any], task: Task, ex: Example, default: str
     return open_prefix(task.render(ex)) if default is None else default
 
 
+def _grade(loc: str, task: Task, ex: Example, completion: str, prefix: str) -> tuple[Any, str | None]:
+    """(score, extracted answer); a verifier that finds the row's `meta` unusable names the field.
+
+    Verifiers never raise on model text, so an error here comes from the problem the row describes
+    (an inline row whose meta lacks what the task's verifier reads, e.g. countdown's numbers)."""
+    try:
+        return grade(task, ex, completion, prefix=prefix), extract(task, completion, prefix=prefix)
+    except KeyError as exc:
+        key = exc.args[0] if exc.args else "?"
+        raise DatasetError(
+            f"{loc}: field 'meta.{key}' is missing: task {task.name!r} needs it to score an inline row "
+            f"(prompt + gold + meta); add it (see README, 'rlvr verify'), or name the problem by 'example_id'"
+        ) from None
+    except (TypeError, ValueError, IndexError) as exc:
+        raise DatasetError(
+            f"{loc}: field 'meta' ({json.dumps(ex.meta, default=str)[:200]}) does not fit task {task.name!r}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+
+
 def verify_file(
     task: Task, path: str | Path, *, output: str | Path | None = None, prefix: str | None = None
 ) -> dict[str, Any]:
@@ -83,8 +103,7 @@ def verify_file(
             raise row
         ex = _example(loc, row, lookup, task)
         row_prefix = _prefix(loc, row, task, ex, prefix)
-        score = grade(task, ex, row["completion"], prefix=row_prefix)
-        answer = extract(task, row["completion"], prefix=row_prefix)
+        score, answer = _grade(loc, task, ex, row["completion"], row_prefix)
         rows.append(
             {
                 "line": int(loc.rsplit(":", 1)[1]),

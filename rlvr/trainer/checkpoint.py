@@ -25,12 +25,24 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from rlvr.config import ConfigError
+from rlvr.errors import MissingPathError
+from rlvr.models.load import quiet_transformers
+
 STATE_FILE = "trainer_state.pt"
 _STEP_DIR = re.compile(r"^step_(\d{6,})$")
 
 
 def step_dir_name(step: int) -> str:
     return f"step_{step:06d}"
+
+
+def step_of(ckpt: Path) -> int:
+    """The step a checkpoint directory (`step_000012`) holds."""
+    m = _STEP_DIR.match(Path(ckpt).name)
+    if m is None:
+        raise ValueError(f"{ckpt} is not a checkpoint directory (step_NNNNNN)")
+    return int(m.group(1))
 
 
 def rng_state() -> dict[str, Any]:
@@ -77,9 +89,10 @@ def save_checkpoint(
     target = root / step_dir_name(step)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=root))
     try:
-        model.save_pretrained(tmp)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp)
+        with quiet_transformers():
+            model.save_pretrained(tmp)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(tmp)
         torch.save({**state, "step": step, "rng": rng_state()}, tmp / STATE_FILE)
         if target.exists():  # re-saving a step (e.g. resumed and stopped again): replace it
             shutil.rmtree(target)
@@ -96,8 +109,8 @@ def load_weights(model: nn.Module, ckpt: Path) -> None:
     """Load the checkpoint's safetensors into `model` in place (tied weights may be absent from disk)."""
     files = sorted(ckpt.glob("*.safetensors"))
     if not files:
-        raise FileNotFoundError(
-            f"checkpoint {ckpt} has no *.safetensors weights; it is incomplete, delete it"
+        raise MissingPathError(
+            f"checkpoint {ckpt} has no *.safetensors weights; it is incomplete: delete it and resume from the one before"
         )
     weights: dict[str, torch.Tensor] = {}
     for f in files:
@@ -107,7 +120,7 @@ def load_weights(model: nn.Module, ckpt: Path) -> None:
     loaded = {id(params[n]) for n in weights if n in params}
     untied = [n for n in missing if n not in params or id(params[n]) not in loaded]
     if untied or unexpected:
-        raise ValueError(
+        raise ConfigError(
             f"checkpoint {ckpt} does not match the model: missing {untied[:5]}, unexpected {unexpected[:5]}; "
             "resume with the same model.path / model.preset the run started with"
         )

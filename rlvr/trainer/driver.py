@@ -13,18 +13,24 @@ model) supplies its components and one function, `step(step, timer) -> metrics`:
         checkpoint (cadence, final, on a signal; never right after a skipped update)
 
 Resuming restores the weights, the global RNG states and the stage's `state_dict()`, so a resumed run
-ends bitwise equal to an uninterrupted one on CPU.
+ends bitwise equal to an uninterrupted one on CPU; what a resumed config may change, and the record a
+resume leaves in the run directory, is `rlvr.trainer.resume`.  After `NOTHING_TO_LEARN` steps in a row
+where every group's rewards were equal (or the gradient was exactly zero) the driver says so once.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
-from rlvr.config import save_config
-from rlvr.trainer.checkpoint import load_checkpoint, save_checkpoint
+from rlvr.config import ConfigError, save_config
+from rlvr.provenance import provenance
+from rlvr.trainer import resume as resuming
+from rlvr.trainer.checkpoint import load_checkpoint, save_checkpoint, step_of
 from rlvr.trainer.logging import RunLogger
 from rlvr.trainer.run import (
     Callback,
@@ -36,6 +42,8 @@ from rlvr.trainer.run import (
     seed_everything,
     stop_on_signals,
 )
+
+NOTHING_TO_LEARN = 5  # steps in a row with zero-variance groups / zero gradient before a warning
 
 
 class Stage(Protocol):
@@ -57,27 +65,40 @@ class Stage(Protocol):
     def ready(self) -> None: ...  # after a resume restored the weights (e.g. sync them to the engine)
 
 
-def run_stage(config: Any, make_stage: Callable[[], Stage], *, resume: bool = False,
+def run_stage(config: Any, make_stage: Callable[[], Stage], *, resume: bool | resuming.Resume = False,
               callbacks: Sequence[Callback] = ()) -> RunResult:  # fmt: skip
     """Build the stage, restore its checkpoint when resuming, and run it to `config.run.steps`."""
     run = config.run
-    run_dir, ckpt = prepare_run_dir(run.out_dir, resume)
+    mode = resuming.resume_mode(resume)
+    run_dir, ckpt = prepare_run_dir(run.out_dir, mode)
+    changes = _check_resume(config, run_dir, ckpt, mode)  # before anything heavy loads
     if run.threads:
         torch.set_num_threads(run.threads)
     seed_everything(run.seed)
     stage = make_stage()
-    start, skips = 0, 0
+    start, skips, notes = 0, 0, list(stage.warnings)
+    result = RunResult(run_dir=run_dir, step=0, checkpoint=ckpt)
     if ckpt is not None:
         state = load_checkpoint(ckpt, stage.model)  # weights and RNG states
         start, skips = state["step"], state.get("skips", 0)
         stage.load_state_dict(state)
+        row = resuming.record_resume(run_dir, start, changes, forced=bool(mode and mode.force),
+                                     world_sizes=(state.get("world_size", 1), resuming.world_size()))  # fmt: skip
+        notes += resuming.describe(row)
+        result.exact = row["exact"]
+        if start >= run.steps:
+            notes.append(f"{run_dir} is already at step {start} of run.steps = {run.steps}: nothing to run "
+                         f"(raise run.steps to train further)")  # fmt: skip
     stage.ready()
     save_config(config, run_dir)
+    if ckpt is None:  # what produced this run directory (resumes add theirs to resumes.jsonl)
+        (run_dir / "provenance.json").write_text(json.dumps(provenance(kind=stage.kind), indent=2) + "\n")
     logger = RunLogger(run_dir, stage=stage.kind, total_steps=run.steps, start_step=start,
                        progress=run.progress, tensorboard=run.tensorboard)  # fmt: skip
-    for message in stage.warnings:
+    for message in notes:
         logger.warn(message)
-    result = RunResult(run_dir=run_dir, step=start, checkpoint=ckpt)
+    result.step = start
+    idle = 0  # steps in a row with nothing to learn
     with stop_on_signals() as stop:
         for step in range(start + 1, run.steps + 1):
             timer = Timer()
@@ -87,6 +108,9 @@ def run_stage(config: Any, make_stage: Callable[[], Stage], *, resume: bool = Fa
             skips = skips + 1 if metrics.get("skipped") else 0
             if metrics.get("skipped"):
                 logger.warn(f"step {step}: non-finite loss or gradient, update skipped ({skips} in a row)")
+            idle = idle + 1 if _nothing_to_learn(metrics) else 0
+            if idle == NOTHING_TO_LEARN:
+                logger.warn(_idle_message(step))
             final = step == run.steps or bool(stop) or skips >= run.max_consecutive_skips
             if callbacks and (final or (run.eval_every and step % run.eval_every == 0)):
                 with timer("eval"):
@@ -103,11 +127,36 @@ def run_stage(config: Any, make_stage: Callable[[], Stage], *, resume: bool = Fa
                 break
             due = final or stop or (run.save_every and step % run.save_every == 0)
             if due and skips == 0:  # after a skipped update, keep the last good checkpoint as is
-                state = {**stage.state_dict(), "skips": skips}
+                state = {**stage.state_dict(), "skips": skips, "world_size": resuming.world_size()}
                 result.checkpoint = save_checkpoint(run_dir, step, stage.model, stage.tokenizer, state, run.keep_last)
             if stop:
-                logger.warn(f"{stop.signal}: stopped after step {step}, checkpoint {result.checkpoint}")
-                result.status = "interrupted"
+                result.status, result.signal = "interrupted", stop.signal
                 break
     logger.close()
     return result
+
+
+def _check_resume(config: Any, run_dir: Path, ckpt: Path | None, mode: resuming.Resume | None) -> dict[str, Any]:
+    """The config changes a resume brings (refused ones raise), checked before the stage is built."""
+    if ckpt is None or mode is None:
+        return {}
+    at = step_of(ckpt)
+    if at > config.run.steps:
+        raise ConfigError(f"run.steps = {config.run.steps}, but {run_dir} is already at step {at}: "
+                          f"raise run.steps above {at} to train further (--set run.steps=...)")  # fmt: skip
+    return resuming.check_config(run_dir, config.model_dump(mode="json"), mode)
+
+
+def _nothing_to_learn(metrics: dict[str, Any]) -> bool:
+    """Every group had equal rewards, or the update had exactly zero gradient (a skipped one aside)."""
+    if metrics.get("skipped"):
+        return False
+    return metrics.get("groups/zero_var_frac") == 1.0 or metrics.get("grad_norm") == 0.0
+
+
+def _idle_message(step: int) -> str:
+    return (f"steps {step - NOTHING_TO_LEARN + 1}-{step}: nothing to learn: every group's rewards were equal "
+            "(groups/zero_var_frac = 1) or grad_norm was 0, so the updates do not change the model. The task "
+            "is too hard (all wrong) or too easy (all right) for this model: look at samples.jsonl and "
+            "reward/* in metrics.jsonl; start from an SFT checkpoint, make the task easier (task kwargs), or "
+            "raise rollout.group_size or rollout.temperature")  # fmt: skip

@@ -16,7 +16,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from rlvr.errors import RunDirError
 from rlvr.trainer.checkpoint import latest_checkpoint
+from rlvr.trainer.resume import Resume, resume_mode
 
 Status = Literal["completed", "interrupted", "diverged"]
 
@@ -31,6 +33,8 @@ class RunResult:
     status: Status = "completed"
     checkpoint: Path | None = None
     metrics: dict[str, Any] = field(default_factory=dict)  # the last logged row
+    signal: str | None = None  # "SIGTERM" / "SIGINT" when interrupted
+    exact: bool = True  # False once a resume changed the thread count, world size or forced a change
 
 
 @dataclass(slots=True)
@@ -93,14 +97,23 @@ def step_seed(seed: int, step: int, attempt: int = 0) -> int:
     return (seed * 1_000_003 + step * 1_009 + attempt) % 2**31
 
 
-def prepare_run_dir(out_dir: str, resume: bool) -> tuple[Path, Path | None]:
-    """(run_dir, checkpoint to resume from).  Refuses to overwrite a run's checkpoints without --resume."""
-    run_dir = Path(out_dir)
+def prepare_run_dir(out_dir: str, resume: bool | Resume | None) -> tuple[Path, Path | None]:
+    """(run_dir, checkpoint to resume from).  Refuses to overwrite a run's checkpoints without --resume,
+    and refuses --resume where there is nothing to resume (unless `Resume(or_start=True)`)."""
+    run_dir, mode = Path(out_dir), resume_mode(resume)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"run.out_dir = {str(run_dir)!r} is a file, not a directory; set run.out_dir to a directory")
     ckpt = latest_checkpoint(run_dir)
-    if ckpt is not None and not resume:
-        raise FileExistsError(
+    if ckpt is not None and mode is None:
+        raise RunDirError(
             f"{run_dir} already holds checkpoints (latest {ckpt.name}): pass --resume to continue that run, "
             "or set run.out_dir to a new directory"
+        )
+    if ckpt is None and mode is not None and not mode.or_start:
+        raise RunDirError(
+            f"--resume: {run_dir} holds no checkpoint to resume (no checkpoints/step_N/ with a trainer state); "
+            "drop --resume to start a new run there, check run.out_dir, or pass --resume-or-start "
+            "to resume when there is a checkpoint and start fresh when there is none"
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir, ckpt

@@ -1,0 +1,41 @@
+"""The two exceptions the command line treats as ends, not bugs (layer L0: no imports).
+
+`UserError`: a mistake the user can fix (a config key, a data row, a path, a name).  The CLI prints
+its message (every problem found, each naming the field or file:line, what is wrong and what to do)
+and exits 2, with no traceback unless `--debug` or RLVR_DEBUG=1.  Library code marks such errors by
+subclassing it (`rlvr.config.ConfigError`, `rlvr.tasks.files.DatasetError`, `RunDirError`);
+anything else that escapes is a bug and keeps its traceback.
+
+`Stopped`: SIGINT / SIGTERM ended the command after the current step.  A `KeyboardInterrupt`, so
+code that cleans up on Ctrl-C cleans up on SIGTERM too; the CLI prints `message` (what was saved,
+how to resume) and exits 128 + the signal number (130 / 143), never with a traceback.
+"""
+
+from __future__ import annotations
+
+import signal as _signal
+
+
+class UserError(Exception):
+    """A mistake in the user's input; `str(err)` says what is wrong and what to do."""
+
+
+class RunDirError(UserError, FileExistsError):
+    """A run or output directory that cannot be used as asked (holds another run, nothing to resume)."""
+
+
+class MissingPathError(UserError, FileNotFoundError):
+    """A path the user gave that does not exist or is not what it should be."""
+
+
+class Stopped(KeyboardInterrupt):
+    """The command was stopped by a signal; `message` says what was saved and how to go on."""
+
+    def __init__(self, signal_name: str = "SIGINT", message: str = "") -> None:
+        super().__init__(signal_name)
+        self.signal_name, self.message = signal_name, message
+
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal number, the shell's convention (130 for SIGINT, 143 for SIGTERM)."""
+        return 128 + int(getattr(_signal, self.signal_name, _signal.SIGINT))
