@@ -82,11 +82,11 @@ def _train(args: argparse.Namespace, kind: str | None) -> int:
     try:
         result = train(config, resume=resume)
     except Stopped as stop:
-        raise Stopped(stop.signal_name, stop.message or "stopped before the first step finished: nothing was saved") from None
+        raise Stopped(stop.signal_name, stop.message or "before the first step finished; nothing was saved") from None
     if result.status == "interrupted":
         again = shlex.join(["rlvr", args.command, args.config, *(f"--set={x}" for x in args.set or []), "--resume"])
         saved = f"checkpoint {result.checkpoint}" if result.checkpoint else "no checkpoint"
-        raise Stopped(result.signal or "SIGINT", f"stopped after step {result.step} of {config.run.steps}; "
+        raise Stopped(result.signal or "SIGINT", f"after step {result.step} of {config.run.steps}; "
                       f"saved {saved}; continue with: {again}")  # fmt: skip
     print(f"run {result.status} at step {result.step}: {result.run_dir}")
     if result.status == "diverged":
@@ -161,7 +161,7 @@ def _eval(args: argparse.Namespace) -> int:
         result = _run_eval(run_eval, args)
     except Stopped as stop:
         kept = f"; the samples generated so far are in {args.cache}: run the same command to continue" if args.cache else ""
-        raise Stopped(stop.signal_name, f"evaluation stopped before it finished{kept}") from None
+        raise Stopped(stop.signal_name, f"before the evaluation finished; no result file was written{kept}") from None
     print(result.table())
     return 0
 
@@ -191,9 +191,17 @@ def _run_eval(run_eval: Any, args: argparse.Namespace) -> Any:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from rlvr.errors import MissingPathError
     from rlvr.report import write_report
 
-    print(f"wrote {write_report(args.run_dir, args.out)}")
+    if not Path(args.run_dir).is_dir():
+        raise MissingPathError(f"run directory {args.run_dir} does not exist: pass the folder a run wrote "
+                               "(its run.out_dir, holding metrics.jsonl)")  # fmt: skip
+    try:
+        written = write_report(args.run_dir, args.out)
+    except FileNotFoundError as exc:  # a run directory without the files a report reads
+        raise MissingPathError(str(exc)) from exc
+    print(f"wrote {written}")
     return 0
 
 
@@ -319,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     except Stopped as stop:
         if debug:
             raise
-        print(f"rlvr {args.command}: stopped by {stop.signal_name}; {stop.message or 'nothing was saved'}",
+        print(f"rlvr {args.command}: stopped by {stop.signal_name} {stop.message or 'before anything was saved'}",
               file=sys.stderr, flush=True)  # fmt: skip
         return stop.exit_code
     except KeyboardInterrupt:  # a second Ctrl-C while a stage was finishing its step

@@ -214,9 +214,9 @@ def _stopped(result: Any, stage: str, out_dir: Path) -> None:
 
 
 def _stop_message(stage: str, out_dir: Path, step: int | None = None) -> str:
-    at = f" at step {step}" if step is not None else ""
-    return (f"the demo stopped during its {stage} stage{at}; partial results are in {out_dir}. The demo does "
-            f"not resume: run it again with a new --out (or delete {out_dir})")  # fmt: skip
+    at = f" (after step {step})" if step is not None else ""
+    return (f"during the demo's {stage} stage{at}; partial results are in {out_dir}. The demo does not "
+            f"resume: run it again with a new --out (or delete {out_dir})")  # fmt: skip
 
 
 def run_demo(
