@@ -38,5 +38,10 @@ def test_init_model_then_eval_writes_results(tmp_path):
         "--max-new-tokens", "8", "--limit", "3", "--out", str(out), timeout=180,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    metrics = json.loads(out.read_text())["metrics"]
-    assert "pass@1" in metrics and "pass@2" in metrics
+    saved = json.loads(out.read_text())
+    assert "pass@1" in saved["metrics"] and "pass@2" in saved["metrics"]
+    # provenance: task and kwargs, sampling parameters, model fingerprint, rlvr version, git commit
+    assert saved["config"]["task"] == "arithmetic" and saved["config"]["task_kwargs"] == {}
+    assert saved["config"]["params"]["max_new_tokens"] == 8 and saved["config"]["model_fingerprint"]
+    assert saved["provenance"]["rlvr_version"] and "git_commit" in saved["provenance"]
+    assert "Traceback" not in proc.stderr and "Loading" not in proc.stderr  # no transformers progress bars

@@ -163,11 +163,33 @@ def test_orchestration_order_files_and_summary(
     assert on_disk == json.loads(json.dumps(summary))
     assert set(on_disk["before"]) >= PROMISED and set(on_disk["after"]) >= PROMISED
     assert on_disk["seed"] == 3 and on_disk["plan"] == "quick" and on_disk["wall_seconds"] >= 0
+    prov = on_disk["provenance"]
+    assert prov["task"] == "arithmetic" and prov["task_kwargs"]["seed"] == 3 and prov["model"]["fingerprint_after"]
+    assert prov["sampling"]["n"] == PLANS["quick"].eval_samples and prov["rlvr_version"] and "git_commit" in prov
     assert on_disk["gain_points"]["pass@1"] == pytest.approx(30.0)  # 100 * (0.70 - 0.40)
     assert math.isclose(on_disk["gain_points"]["maj@k"], 30.0)  # 100 * (0.8 - 0.5)
     html = (out / "report.html").read_text()
     assert "pass@1" in html and "40.0%" in html and "70.0%" in html
     assert "+30.0 pts" in capsys.readouterr().out
+
+
+def test_a_stage_stopped_by_a_signal_stops_the_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rlvr.errors import Stopped
+    from rlvr.trainer import RunResult
+
+    calls: list[str] = []
+
+    def stopped_sft(config, *, model, tokenizer, task):
+        calls.append("sft")
+        return RunResult(run_dir=Path(config.run.out_dir), step=7, status="interrupted", signal="SIGTERM")
+
+    monkeypatch.setattr(demo_run, "train_sft", stopped_sft)
+    monkeypatch.setattr(demo_run, "held_out_eval", lambda *a: calls.append("eval"))
+    with pytest.raises(Stopped) as stop:
+        run_demo(tmp_path / "demo", quick=True, progress=False, threads=1)
+    assert calls == ["sft"] and stop.value.exit_code == 143
+    assert "sft stage (after step 7)" in stop.value.message and "new --out" in stop.value.message
+    assert not (tmp_path / "demo" / "summary.json").exists()
 
 
 # ------------------------------------------------------------------ the real CLI, end to end
