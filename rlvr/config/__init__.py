@@ -11,7 +11,7 @@ Cross-field checks run at load time and raise `ConfigError` naming the key and t
 from __future__ import annotations
 
 from rlvr.config.load import ConfigError, apply_overrides, load_config, parse_config, save_config
-from rlvr.config.runs import STAGES, Config, DPOConfig, RLConfig, SFTConfig
+from rlvr.config.runs import STAGES, Config, DPOConfig, RewardModelConfig, RLConfig, SFTConfig
 from rlvr.config.sections import (
     PRESETS,
     AdamWConfig,
@@ -39,6 +39,7 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "RLConfig",
+    "RewardModelConfig",
     "RolloutConfig",
     "RunConfig",
     "SFTConfig",

@@ -234,3 +234,27 @@ class DPODataConfig(Section):
     onpolicy: bool = False
     pairs_per_prompt: int = Field(default=1, ge=1)  # on-policy: at most this many pairs from one group
     max_len: int = Field(default=512, ge=2)  # prompt + completion tokens; longer completions are cut
+
+
+class RewardDataConfig(Section):
+    """Preference pairs for a reward model: a JSONL file (`path`, field names below) and/or pairs the
+    task's verifier labels (`from_task`: its worked solution vs the same solution with a deliberate slip,
+    kept only where the verifier scores the first higher)."""
+
+    path: str | None = None
+    prompt_field: str = "prompt"
+    chosen_field: str = "chosen"
+    rejected_field: str = "rejected"
+    from_task: bool = False
+    batch_size: int = Field(default=16, ge=1)  # pairs per optimizer step
+    max_len: int = Field(default=512, ge=2)  # prompt + completion tokens; longer inputs keep their end
+    heldout_pairs: int = Field(default=200, ge=0)  # task test-split pairs for the final preference accuracy
+    normalize_samples: int = Field(default=64, ge=0)  # policy samples whose mean reward becomes 0 (0: off)
+
+
+class RewardPartConfig(Section):
+    """A trained reward model as a reward part in RL, next to the verifiers (Score.parts[name])."""
+
+    path: str | None = None  # None: no reward model
+    weight: float = 1.0
+    name: str = "rm"

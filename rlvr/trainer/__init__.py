@@ -3,7 +3,7 @@ batching/packing, optimizers, checkpoints and checked weight sync.
 
     from rlvr.config import load_config
     from rlvr.trainer import train
-    result = train(load_config("examples/tiny_grpo.toml"))   # any kind: "rl", "sft", "dpo"
+    result = train(load_config("examples/tiny_grpo.toml"))   # any kind: "rl", "sft", "dpo", "reward_model"
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ from typing import Any
 
 from rlvr.config import load_config
 from rlvr.trainer.dpo import train_dpo
+from rlvr.trainer.reward_model import train_reward_model
 from rlvr.trainer.rl import train_rl
 from rlvr.trainer.run import Callback, CallbackContext, RunResult
 from rlvr.trainer.sft import train_sft
 
 # kind -> the stage's entry point; a new stage adds a row (and a config in rlvr.config.runs)
-STAGE_RUNNERS = {"rl": train_rl, "sft": train_sft, "dpo": train_dpo}
+STAGE_RUNNERS = {"rl": train_rl, "sft": train_sft, "dpo": train_dpo, "reward_model": train_reward_model}
 
 
 def train(config: Any, *, resume: bool = False, callbacks: Sequence[Callback] = (), **components: Any) -> RunResult:
@@ -27,4 +28,4 @@ def train(config: Any, *, resume: bool = False, callbacks: Sequence[Callback] = 
 
 
 __all__ = ["STAGE_RUNNERS", "Callback", "CallbackContext", "RunResult", "load_config", "train", "train_dpo",
-           "train_rl", "train_sft"]
+           "train_reward_model", "train_rl", "train_sft"]

@@ -18,7 +18,15 @@ from torch import nn
 from rlvr.algorithms import registry
 from rlvr.algorithms.aggregate import aggregate, global_denominator
 from rlvr.algorithms.compose import Correction, Objective, entropy_term, kl_term, policy_term
-from rlvr.config import ConfigError, DPOConfig, ModelConfig, RLConfig, SFTConfig, TaskConfig
+from rlvr.config import (
+    ConfigError,
+    DPOConfig,
+    ModelConfig,
+    RewardModelConfig,
+    RLConfig,
+    SFTConfig,
+    TaskConfig,
+)
 from rlvr.models.precision import resolve_bf16
 from rlvr.rollout.base import Engine
 from rlvr.types import Example
@@ -45,6 +53,9 @@ def validate(config: RLConfig | SFTConfig | DPOConfig) -> None:
                     registry.resolve(kind, part.denominator)
             except ValueError as exc:
                 problems.append(f"algorithm.{key}: {exc}")
+        rm = config.reward_model.path
+        if rm is not None and not Path(rm).is_dir():
+            problems.append(f"reward_model.path: {rm!r} is not a directory (train one with kind = 'reward_model')")
     if isinstance(config, DPOConfig):
         try:
             fn = registry.resolve("preference", config.loss.type)
@@ -55,7 +66,7 @@ def validate(config: RLConfig | SFTConfig | DPOConfig) -> None:
         problems.append(
             f"model.path: {config.model.path!r} is not a directory (create one with `rlvr init-model`)"
         )
-    if isinstance(config, SFTConfig | DPOConfig) and config.data.path and not Path(config.data.path).is_file():
+    if isinstance(config, SFTConfig | DPOConfig | RewardModelConfig) and config.data.path and not Path(config.data.path).is_file():
         problems.append(f"data.path: {config.data.path!r} does not exist")
     if problems:
         raise ConfigError("\n  ".join(problems))

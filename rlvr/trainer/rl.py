@@ -162,6 +162,11 @@ def build_rl_stage(config: RLConfig, *, model: nn.Module | None = None, tokenize
         model, tokenizer = build.build_model(config.model)
     model.train()
     task = build.build_task(config.tasks) if task is None else task
+    if config.reward_model.path is not None:  # a trained RM as one more reward part, next to the verifiers
+        from rlvr.models.reward import RewardModelPart, build_reward_model
+
+        rm, rm_tok = build_reward_model(config.reward_model.path, config.model.preset, config.model.seed)
+        task = RewardModelPart(task, rm, rm_tok, weight=config.reward_model.weight, name=config.reward_model.name)
     train, dropped = _train_examples(config, task, tokenizer)
     autocast = build.autocast_for(config.model, model)
     a = config.algorithm

@@ -122,7 +122,7 @@ def test_kinds_and_mixtures():
         _ = mix.task
     assert parse_config(TASK).task.name == "sort"
     assert "not both" in _error({**TASK, "tasks": [{"name": "sort"}]})
-    assert "not available yet" in _error({"kind": "reward_model"})
+    assert "not available yet" in _error({"kind": "distill"})
     assert "kind = 'ppo'" in _error({"kind": "ppo"})
 
 
