@@ -299,6 +299,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "default: the task's plain template")  # fmt: skip
     p.add_argument("--out", default=None, help="write one scored JSON row per input row here")
     p.set_defaults(func=_verify)
+
+    from rlvr.data.cli import add_data_parser  # light: its heavy imports wait for a data command
+
+    add_data_parser(sub)
     return parser
 
 

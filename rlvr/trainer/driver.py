@@ -8,7 +8,7 @@ model) supplies its components and one function, `step(step, timer) -> metrics`:
         metrics = stage.step(step, timer)            # the stage's work (one optimizer step, or mu);
                                                      # metrics["samples"]: rows for samples.jsonl
         count non-finite skips                       # metrics["skipped"]
-        evaluation callbacks (every run.eval_every steps, and at the end)
+        evaluation callbacks (every run.eval_every steps, and at the end; not after a signal)
         log metrics
         checkpoint (cadence, final, on a signal; never right after a skipped update)
 
@@ -111,8 +111,9 @@ def run_stage(config: Any, make_stage: Callable[[], Stage], *, resume: bool | re
             idle = idle + 1 if _nothing_to_learn(metrics) else 0
             if idle == NOTHING_TO_LEARN:
                 logger.warn(_idle_message(step))
-            final = step == run.steps or bool(stop) or skips >= run.max_consecutive_skips
-            if callbacks and (final or (run.eval_every and step % run.eval_every == 0)):
+            final = step == run.steps or skips >= run.max_consecutive_skips
+            # a signal stops right after the step: no evaluation first (it may take minutes)
+            if callbacks and not stop and (final or (run.eval_every and step % run.eval_every == 0)):
                 with timer("eval"):
                     ctx = CallbackContext(step, run_dir, stage.model, stage.tokenizer, stage.engine, stage.task, final)
                     metrics.update(run_callbacks(tuple(callbacks), ctx))
