@@ -50,6 +50,20 @@ def test_a_model_path_that_does_not_exist_names_model_path(tmp_path):
                       "rlvr init-model")  # fmt: skip
 
 
+def test_train_runs_an_sft_config_and_a_bad_override_names_the_form(tmp_path):
+    proc = rlvr("train", str(REPO / "examples" / "tiny_sft.toml"), "--check", cwd=tmp_path)
+    assert proc.returncode == 0 and "kind = 'sft'" in proc.stdout, proc.stderr[-2000:]
+    assert_user_error(rlvr("train", str(REPO / "examples" / "tiny_sft.toml"), "--set", "optim.lr"),
+                      "optim.lr", "section.key=value")  # fmt: skip
+
+
+def test_run_out_dir_that_is_a_file_and_demo_into_a_non_empty_dir(tmp_path):
+    (tmp_path / "taken").write_text("x")
+    config = tiny_rl_config(tmp_path, tmp_path / "taken")
+    assert_user_error(rlvr("train", str(config)), "run.out_dir", "is a file")
+    assert_user_error(rlvr("demo", "--quick", "--out", str(tmp_path)), "--out", "not empty")
+
+
 def test_set_key_empty_clears_model_path(tmp_path):
     proc = rlvr("train", str(REPO / "examples" / "tiny_grpo.toml"), "--set", "model.path=", "--check", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
