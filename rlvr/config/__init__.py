@@ -11,7 +11,7 @@ Cross-field checks run at load time and raise `ConfigError` naming the key and t
 from __future__ import annotations
 
 from rlvr.config.load import ConfigError, apply_overrides, load_config, parse_config, save_config
-from rlvr.config.runs import STAGES, Config, DPOConfig, RewardModelConfig, RLConfig, SFTConfig
+from rlvr.config.runs import STAGES, Config, DPOConfig, PPOConfig, RewardModelConfig, RLConfig, SFTConfig
 from rlvr.config.sections import (
     PRESETS,
     AdamWConfig,
@@ -38,6 +38,7 @@ __all__ = [
     "EvalConfig",
     "ModelConfig",
     "OptimConfig",
+    "PPOConfig",
     "RLConfig",
     "RewardModelConfig",
     "RolloutConfig",

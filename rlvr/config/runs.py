@@ -11,14 +11,26 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rlvr.config.parts import GROUP_RELATIVE, ON_POLICY_ONLY, REFERENCE_FREE, PreferenceLoss, SigmoidDPOLoss
+from rlvr.config.parts import (
+    GROUP_RELATIVE,
+    K1KL,
+    KL,
+    ON_POLICY_ONLY,
+    REFERENCE_FREE,
+    EntropyConfig,
+    PPOClipObjective,
+    PreferenceLoss,
+    SigmoidDPOLoss,
+)
 from rlvr.config.sections import (
     AdamWConfig,
     AlgorithmConfig,
+    CriticConfig,
     DPODataConfig,
     EvalConfig,
     ModelConfig,
     OptimConfig,
+    PPOSection,
     RewardDataConfig,
     RewardPartConfig,
     RolloutConfig,
@@ -214,6 +226,40 @@ class RewardModelConfig(_Top):
         return self
 
 
+class PPOConfig(_Top):
+    """kind = "ppo": PPO with a value model (critic), GAE, per-token KL in the reward, value clipping."""
+
+    kind: Literal["ppo"] = "ppo"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    task: TaskConfig
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    ppo: PPOSection = Field(default_factory=PPOSection)
+    objective: PPOClipObjective = Field(default_factory=PPOClipObjective)
+    kl: KL = Field(default_factory=lambda: K1KL(beta=0.05, placement="reward"))
+    entropy: EntropyConfig = Field(default_factory=EntropyConfig)
+    critic: CriticConfig = Field(default_factory=CriticConfig)
+    optim: OptimConfig = Field(default_factory=lambda: AdamWConfig(lr=1e-6))
+    run: RunConfig = Field(default_factory=lambda: RunConfig(out_dir="runs/ppo"))
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @property
+    def optimizer_steps(self) -> int:
+        return self.run.steps * self.ppo.mu
+
+    @model_validator(mode="after")
+    def _check(self) -> PPOConfig:
+        out = []
+        if self.kl.enabled and self.kl.placement != "reward":
+            out.append("kl.placement: PPO puts the KL in the per-token reward; set kl.placement = 'reward'")
+        if self.rollout.samples_per_step % self.optim.micro_batch_size:
+            out.append(f"rollout.prompts_per_step * rollout.group_size = {self.rollout.samples_per_step} is not "
+                       f"divisible by optim.micro_batch_size = {self.optim.micro_batch_size}")  # fmt: skip
+        out.extend(_schedule_problems(self.optim, self.optimizer_steps))
+        if out:
+            raise ValueError("\n".join(out))
+        return self
+
+
 def _schedule_problems(o: Any, total_steps: int) -> list[str]:
     if o.warmup_steps > total_steps:
         return [
@@ -223,8 +269,8 @@ def _schedule_problems(o: Any, total_steps: int) -> list[str]:
     return []
 
 
-Config = RLConfig | SFTConfig | DPOConfig | RewardModelConfig
+Config = RLConfig | SFTConfig | DPOConfig | RewardModelConfig | PPOConfig
 STAGES: dict[str, type[BaseModel]] = {"rl": RLConfig, "sft": SFTConfig, "dpo": DPOConfig,
-                                      "reward_model": RewardModelConfig}  # fmt: skip
+                                      "reward_model": RewardModelConfig, "ppo": PPOConfig}  # fmt: skip
 # kinds the stage design has room for; a config naming one gets told where it stands
 PLANNED_STAGES = {"distill": "the distillation stage"}

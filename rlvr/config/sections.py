@@ -258,3 +258,25 @@ class RewardPartConfig(Section):
     path: str | None = None  # None: no reward model
     weight: float = 1.0
     name: str = "rm"
+
+
+class PPOSection(Section):
+    """PPO with a value model, by "The N Implementation Details of RLHF with PPO" (Huang et al. 2024)."""
+
+    gamma: float = Field(default=1.0, ge=0, le=1)  # no discounting within a completion (the N-details)
+    lam: float = Field(default=0.95, ge=0, le=1)  # GAE lambda (Schulman et al. 2016)
+    value_clip: float | None = Field(default=0.2, gt=0)  # PPO2 value clipping; None: plain squared error
+    whiten_rewards: bool = False  # scale the step's rewards to unit variance (mean kept)
+    whiten_advantages: bool = True  # over the step's valid tokens
+    eos_penalty: float | None = -1.0  # the reward of a completion that ends without EOS (None: keep it)
+    critic_warmup_steps: int = Field(default=0, ge=0)  # first steps train the critic only
+    mu: int = Field(default=1, ge=1)  # PPO epochs over each sampled batch
+
+
+class CriticConfig(Section):
+    """The value model: a scalar head on every position of an LM trunk (a separate model)."""
+
+    path: str | None = None  # None: the policy's own weights with a fresh head (a trained RM dir works too)
+    lr: float = Field(default=1e-5, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    grad_clip: float | None = Field(default=1.0, gt=0)

@@ -49,13 +49,15 @@ class MicroBatch:
     prompt_len: int  # P: the completion starts at this column
     targets: Tensor  # [B, C] long
     loss_mask: Tensor  # [B, C] bool
-    advantages: Tensor  # [B] float32
+    advantages: Tensor  # [B] float32 (sequence-level), or [B, C] per token (PPO's GAE)
     index: Tensor  # [B] long: rows' positions in the step's sample list
     prefix_rows: Tensor  # [G] long: the first row of each distinct prompt (G <= B)
     prefix_index: Tensor  # [B] long: which of the G distinct prompts each row continues
     sampler_logprobs: Tensor | None = None  # [B, C] float32
     ref_logprobs: Tensor | None = None  # [B, C] float32
     old_logprobs: Tensor | None = None  # [B, C] float32, set by the no-grad pass when mu > 1
+    old_values: Tensor | None = None  # [B, C] float32: the critic at sampling time (PPO)
+    returns: Tensor | None = None  # [B, C] float32: GAE returns, the critic's targets (PPO)
 
     @property
     def size(self) -> int:

@@ -73,6 +73,11 @@ def completion_logprobs(
     return logprobs.float(), (entropy if entropy_grad else entropy.detach()).float()
 
 
+def completion_hidden(body: nn.Module, batch: MicroBatch) -> Tensor:  # [B, C, H]
+    """The decoder states that predict each completion token (a value head reads them: PPO's critic)."""
+    return _full_hidden(body, batch, next(body.parameters()).device)
+
+
 def _full_hidden(body: nn.Module, batch: MicroBatch, device: torch.device) -> Tensor:  # [B, C, H]
     P, C = batch.prompt_len, batch.targets.shape[1]
     hidden = body(
