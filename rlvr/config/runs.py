@@ -242,6 +242,14 @@ class PPOConfig(_Top):
     run: RunConfig = Field(default_factory=lambda: RunConfig(out_dir="runs/ppo"))
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _kl_defaults(cls, data: Any) -> Any:
+        """PPO's KL section defaults to k1 in the reward (Ziegler et al.), not the RL section's k3 in the loss."""
+        if isinstance(data, dict) and isinstance(data.get("kl"), dict):
+            data = {**data, "kl": {"type": "k1", "placement": "reward", **data["kl"]}}
+        return data
+
     @property
     def optimizer_steps(self) -> int:
         return self.run.steps * self.ppo.mu

@@ -252,6 +252,10 @@ PANELS: tuple[tuple[str, str, str, Callable[[Metrics], list[str]], Callable, flo
     ("lr", "Learning rate", "Optimizer learning rate after the schedule.", _present("lr"), _simple("lr", noisy=False), 2.8),
     ("zero_var", "Zero-variance groups", "Fraction of groups whose completions all got the same reward (no learning signal).", _present("groups/zero_var_frac"), _simple("fraction of groups", fraction=True), 3.0),
     ("advantages", "Advantage distribution", "Advantages per step: mean, mean ± std and min–max.", _present("adv/mean", "adv/std", "adv/min", "adv/max"), _draw_advantages, 3.2),
+    ("kl_control", "KL coefficient", "beta (adaptive KL moves it toward the target) and the KL per sequence it reads.", _present("kl/beta", "kl/per_sequence", "kl/reward_penalty"), _simple("nats / beta"), 3.0),
+    ("value", "Critic (PPO)", "Value loss, explained variance (1 - Var[R - V] / Var[R]; 1 is a perfect critic) and the value clip fraction.", _present("value/loss", "value/explained_variance", "value/clip_frac"), _simple("value"), 3.2),
+    ("value_dist", "Values, returns and raw advantages (PPO)", "Per-token means over valid tokens, before advantage whitening.", _present("values/mean", "returns/mean", "adv_raw/mean", "adv_raw/std"), _simple("per token"), 3.2),
+    ("preference", "Implicit rewards (DPO / reward model)", "Mean reward of chosen and rejected completions, their margin, and preference accuracy.", _present("rewards/chosen", "rewards/rejected", "rewards/margin", "rewards/accuracy"), _simple("reward"), 3.2),
 )  # fmt: skip
 
 

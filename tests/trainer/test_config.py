@@ -10,6 +10,7 @@ import pytest
 from rlvr.config import (
     ConfigError,
     DPOConfig,
+    PPOConfig,
     RLConfig,
     SFTConfig,
     apply_overrides,
@@ -175,7 +176,7 @@ def test_save_config_roundtrip(tmp_path):
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_every_example_loads(path):
     cfg = load_config(path)
-    assert isinstance(cfg, RLConfig | SFTConfig | DPOConfig)
+    assert isinstance(cfg, RLConfig | SFTConfig | DPOConfig | PPOConfig)
     if cfg.model.path is None:  # the local-checkpoint example points at a directory made by init-model
         validate(cfg)
 
