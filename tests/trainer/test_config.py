@@ -125,7 +125,7 @@ def test_kinds_and_mixtures():
     assert parse_config(TASK).task.name == "sort"
     assert "not both" in _error({**TASK, "tasks": [{"name": "sort"}]})
     assert "not available yet" in _error({"kind": "distill"})
-    assert "kind = 'ppo'" in _error({"kind": "ppo"})
+    assert "kind = 'a2c'" in _error({"kind": "a2c"})
 
 
 def test_missing_model_path_named():
