@@ -245,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_init_model)
 
     for name, kind, help_ in (("sft", "sft", "supervised cold start (shortcut for a kind = 'sft' config)"),
-                              ("train", None, "run a stage config of any kind (rl, sft, dpo)")):  # fmt: skip
+                              ("train", None, "run a stage config of any kind (its top-level kind key: rl, sft, dpo, ...)")):  # fmt: skip
         p = sub.add_parser(name, parents=common, help=help_)
         p.add_argument("config", help="TOML config file")
         p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
