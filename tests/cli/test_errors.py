@@ -37,7 +37,7 @@ def test_field_and_cross_field_problems_are_reported_together(tmp_path):
 def test_missing_config_file_bad_toml_and_unknown_kind(tmp_path):
     assert_user_error(rlvr("train", str(tmp_path / "nope.toml")), "nope.toml", "not found")
     assert_user_error(rlvr("train", str(_toml(tmp_path, "kind = \n"))), "not valid TOML")
-    assert_user_error(rlvr("train", str(_toml(tmp_path, 'kind = "ppo"\n'))), "kind = 'ppo'", "'rl'")
+    assert_user_error(rlvr("train", str(_toml(tmp_path, 'kind = "grpo"\n'))), "kind = 'grpo'", "'rl'")
     assert_user_error(rlvr("train", str(_toml(tmp_path, 'kind = "rl"\n'))), "[task]")
 
 
