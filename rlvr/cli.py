@@ -156,7 +156,9 @@ def _eval(args: argparse.Namespace) -> int:
     if not examples:
         raise UserError(f"--task {args.task}: the {args.split} split is empty, nothing to evaluate")
     from rlvr.evaluation.runner import run_eval
+    from rlvr.trainer.logging import quiet_third_party
 
+    quiet_third_party()  # the HF engine's `past_key_values` notice
     try:
         result = _run_eval(run_eval, args)
     except Stopped as stop:
