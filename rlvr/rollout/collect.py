@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from rlvr.config import ConfigError
 from rlvr.rollout.base import Engine, SamplingParams
 from rlvr.tasks.base import Task, grade, open_prefix
 from rlvr.types import Example, Group
@@ -47,8 +48,9 @@ def render_prompt(tokenizer: Any, task: Task, example: Example, *, chat_template
 def _render(tokenizer: Any, task: Task, example: Example, chat_template: bool) -> tuple[str, list[int]]:
     if chat_template:
         if getattr(tokenizer, "chat_template", None) is None:
-            raise ValueError(
-                "chat_template=True but the tokenizer has no chat template; use chat_template=False"
+            raise ConfigError(
+                "model.chat_template = true (--chat-template) but the tokenizer has no chat template; "
+                "set model.chat_template = false, or use a model directory whose tokenizer has one"
             )
         text = tokenizer.apply_chat_template(
             task.messages(example), add_generation_prompt=True, tokenize=False

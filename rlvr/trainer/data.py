@@ -10,13 +10,15 @@ import random
 from collections.abc import Sequence
 from typing import Generic, TypeVar
 
+from rlvr.config import ConfigError
+
 T = TypeVar("T")
 
 
 class DataCursor(Generic[T]):
     def __init__(self, items: Sequence[T], seed: int, *, shuffle: bool = True) -> None:
         if not items:
-            raise ValueError("the data cursor got no examples: check the task's train split / the data file")
+            raise ConfigError("the data is empty (no examples to train on): check the task's train split / the data file")
         self.items, self.seed, self.shuffle = items, seed, shuffle
         self.epoch, self.position = 0, 0
         self._order = self._make_order()

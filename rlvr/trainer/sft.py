@@ -24,6 +24,7 @@ from rlvr.algorithms.compose import Objective, nll_term
 from rlvr.config import ConfigError, SFTConfig
 from rlvr.rollout.collect import render_prompt
 from rlvr.tasks import sft_target
+from rlvr.tasks.files import DatasetError
 from rlvr.trainer import build
 from rlvr.trainer.batching import MicroBatch, Sample, micro_batches, padding_fraction
 from rlvr.trainer.data import DataCursor
@@ -44,15 +45,13 @@ def read_pairs(path: str | Path, prompt_field: str, completion_field: str) -> li
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-            for field in (prompt_field, completion_field):
+                raise DatasetError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+            for key, field in (("prompt_field", prompt_field), ("completion_field", completion_field)):
                 if not isinstance(row, dict) or not isinstance(row.get(field), str):
-                    raise ValueError(
-                        f"{path}:{n}: field {field!r} missing or not a string (set data.{field})"
-                    )
+                    raise DatasetError(f"{path}:{n}: field {field!r} missing or not a string (set data.{key})")
             pairs.append((row[prompt_field], row[completion_field]))
     if not pairs:
-        raise ValueError(f"{path}: no prompt/completion rows")
+        raise DatasetError(f"{path}: the file holds no prompt/completion rows, so the data is empty")
     return pairs
 
 
