@@ -161,13 +161,3 @@ class Objective:
         if total is None:
             total = x.logprobs * 0.0
         return self.aggregate(total, x.loss_mask, denominator), metrics
-
-    def needs(self) -> set[str]:
-        """Which optional inputs the terms read, by field name (so the step fills only those)."""
-        names = {name for name, _, _ in self.terms} | {name for name, _ in self.metric_terms}
-        out = {"advantages"} if "policy" in names else set()
-        if "kl" in names:
-            out.add("ref_logprobs")
-        if "entropy" in names:
-            out.add("entropy")
-        return out
