@@ -17,8 +17,10 @@ def _rlvr(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 
 def test_help_lists_every_subcommand():
     out = _rlvr("--help").stdout
-    for name in ("demo", "init-model", "sft", "train", "eval", "report", "verify"):
+    for name in ("demo", "init-model", "sft", "train", "eval", "report", "verify", "data"):
         assert name in out
+    data = _rlvr("data", "--help").stdout  # the README's `rlvr data dedup / decontam / filter-difficulty`
+    assert all(sub in data for sub in ("dedup", "decontam", "filter-difficulty"))
 
 
 def test_train_rejects_a_typo_before_loading_a_model(tmp_path):
