@@ -7,12 +7,31 @@ two integers, so a checkpoint stores it exactly and a resumed run draws the same
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Generic, TypeVar
 
 from rlvr.config import ConfigError
+from rlvr.tasks.files import DatasetError, read_jsonl
 
 T = TypeVar("T")
+
+
+def read_text_rows(path: str | Path, fields: Mapping[str, str], *, what: str) -> list[tuple[str, ...]]:
+    """The string values of `fields` (config key -> field name, e.g. {"prompt_field": "q"}) of each row of
+    a JSONL file, in that order.  A bad row raises DatasetError naming `file:line`, the field and the
+    `data.<key>` to set; a file with no rows says the data is empty."""
+    rows = []
+    for loc, row in read_jsonl(Path(path)):
+        if isinstance(row, DatasetError):
+            raise row
+        for key, name in fields.items():
+            if not isinstance(row, dict) or not isinstance(row.get(name), str):
+                raise DatasetError(f"{loc}: field {name!r} missing or not a string (set data.{key})")
+        rows.append(tuple(row[name] for name in fields.values()))
+    if not rows:
+        raise DatasetError(f"{path}: the file holds no {what} rows, so the data is empty")
+    return rows
 
 
 class DataCursor(Generic[T]):

@@ -10,21 +10,19 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from rlvr.algorithms import registry
-from rlvr.config import ConfigError, DPOConfig
+from rlvr.config import DPOConfig
 from rlvr.trainer import build
 from rlvr.trainer.batching import Sample, collate
-from rlvr.trainer.data import DataCursor
+from rlvr.trainer.data import DataCursor, read_text_rows
 from rlvr.trainer.driver import run_stage
 from rlvr.trainer.forward import completion_logprobs
 from rlvr.trainer.optim import Optimizers, build_optimizer, lr_factor
@@ -39,25 +37,12 @@ Pair = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]  # (prompt ids, 
 def read_pairs(config: DPOConfig, tokenizer: Any) -> list[Pair]:
     """Tokenised (prompt, chosen + eos, rejected + eos) from data.path; a bad row names file:line and field."""
     d = config.data
-    path = Path(d.path)  # type: ignore[arg-type]
+    fields = {"prompt_field": d.prompt_field, "chosen_field": d.chosen_field, "rejected_field": d.rejected_field}
     pairs: list[Pair] = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-            for key, name in (("prompt_field", d.prompt_field), ("chosen_field", d.chosen_field),
-                              ("rejected_field", d.rejected_field)):  # fmt: skip
-                if not isinstance(row, dict) or not isinstance(row.get(name), str):
-                    raise ConfigError(f"{path}:{n}: field {name!r} missing or not a string (set data.{key})")
-            prompt = tuple(tokenizer(row[d.prompt_field])["input_ids"])
-            pairs.append((prompt, _completion(tokenizer, row[d.chosen_field], len(prompt), d.max_len),
-                          _completion(tokenizer, row[d.rejected_field], len(prompt), d.max_len)))  # fmt: skip
-    if not pairs:
-        raise ConfigError(f"{path}: the preference file is empty (no prompt/chosen/rejected rows)")
+    for p, chosen, rejected in read_text_rows(d.path, fields, what="prompt/chosen/rejected"):  # type: ignore[arg-type]
+        prompt = tuple(tokenizer(p)["input_ids"])
+        pairs.append((prompt, _completion(tokenizer, chosen, len(prompt), d.max_len),
+                      _completion(tokenizer, rejected, len(prompt), d.max_len)))  # fmt: skip
     return pairs
 
 

@@ -10,12 +10,10 @@
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,7 +24,7 @@ from rlvr.config import ConfigError, RewardModelConfig
 from rlvr.models.reward import OFFSET_KEY, build_reward_model, rewards
 from rlvr.tasks import grade, open_prefix, sft_target
 from rlvr.trainer import build
-from rlvr.trainer.data import DataCursor
+from rlvr.trainer.data import DataCursor, read_text_rows
 from rlvr.trainer.driver import run_stage
 from rlvr.trainer.optim import Optimizers, build_optimizer, lr_factor
 from rlvr.trainer.run import Callback, RunResult, Timer
@@ -41,25 +39,11 @@ def _ids(tokenizer: Any, text: str, max_len: int) -> tuple[int, ...]:
 
 
 def file_pairs(config: RewardModelConfig, tokenizer: Any) -> list[Pair]:
+    """(prompt + chosen, prompt + rejected) token ids from data.path; a bad row names file:line and field."""
     d = config.data
-    path, out = Path(d.path), []  # type: ignore[arg-type]
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-            for key in ("prompt_field", "chosen_field", "rejected_field"):
-                if not isinstance(row, dict) or not isinstance(row.get(getattr(d, key)), str):
-                    raise ConfigError(f"{path}:{n}: field {getattr(d, key)!r} missing or not a string (set data.{key})")
-            p = row[d.prompt_field]
-            out.append((_ids(tokenizer, p + row[d.chosen_field], d.max_len),
-                        _ids(tokenizer, p + row[d.rejected_field], d.max_len)))  # fmt: skip
-    if not out:
-        raise ConfigError(f"{path}: the preference file is empty (no prompt/chosen/rejected rows)")
-    return out
+    fields = {"prompt_field": d.prompt_field, "chosen_field": d.chosen_field, "rejected_field": d.rejected_field}
+    rows = read_text_rows(d.path, fields, what="prompt/chosen/rejected")  # type: ignore[arg-type]
+    return [(_ids(tokenizer, p + c, d.max_len), _ids(tokenizer, p + r, d.max_len)) for p, c, r in rows]
 
 
 def task_pairs(task: Any, examples: Sequence[Any], tokenizer: Any, max_len: int, seed: int) -> list[Pair]:

@@ -10,7 +10,6 @@ It runs on the shared objective-blind step (the NLL term) and the one loop drive
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,10 +23,9 @@ from rlvr.algorithms.compose import Objective, nll_term
 from rlvr.config import ConfigError, SFTConfig
 from rlvr.rollout.collect import render_prompt
 from rlvr.tasks import sft_target
-from rlvr.tasks.files import DatasetError
 from rlvr.trainer import build
 from rlvr.trainer.batching import MicroBatch, Sample, micro_batches, padding_fraction
-from rlvr.trainer.data import DataCursor
+from rlvr.trainer.data import DataCursor, read_text_rows
 from rlvr.trainer.driver import run_stage
 from rlvr.trainer.optim import Optimizers, build_optimizer, lr_factor
 from rlvr.trainer.packing import PackedBatch, packed_batches
@@ -37,22 +35,8 @@ from rlvr.trainer.step import optimizer_update
 
 def read_pairs(path: str | Path, prompt_field: str, completion_field: str) -> list[tuple[str, str]]:
     """(prompt, completion) strings from a JSONL file; a bad row raises naming the file, line and field."""
-    pairs = []
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-            for key, field in (("prompt_field", prompt_field), ("completion_field", completion_field)):
-                if not isinstance(row, dict) or not isinstance(row.get(field), str):
-                    raise DatasetError(f"{path}:{n}: field {field!r} missing or not a string (set data.{key})")
-            pairs.append((row[prompt_field], row[completion_field]))
-    if not pairs:
-        raise DatasetError(f"{path}: the file holds no prompt/completion rows, so the data is empty")
-    return pairs
+    fields = {"prompt_field": prompt_field, "completion_field": completion_field}
+    return read_text_rows(path, fields, what="prompt/completion")  # type: ignore[return-value]
 
 
 def task_pairs(config: SFTConfig, task: Any, tokenizer: Any) -> list[tuple[list[int], str]]:

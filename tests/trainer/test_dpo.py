@@ -13,6 +13,7 @@ import torch
 from rlvr.config import ConfigError, parse_config
 from rlvr.models.tiny import build_model, build_tokenizer
 from rlvr.tasks import make_task
+from rlvr.tasks.files import DatasetError
 from rlvr.trainer.checkpoint import load_weights
 from rlvr.trainer.dpo import build_dpo_stage, onpolicy_pairs, train_dpo
 from rlvr.types import Completion, Example, Group, Score
@@ -61,10 +62,10 @@ def test_file_errors_name_the_line_and_field(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"q": "x", "good": "y", "bad": "z"}\n{"q": "x", "good": 3, "bad": "z"}\n')
     cfg = _cfg(tmp_path, data={"path": str(bad)})
-    with pytest.raises(ConfigError, match=r"bad.jsonl:2: field 'good' missing or not a string \(set data.chosen_field\)"):
+    with pytest.raises(DatasetError, match=r"bad.jsonl:2: field 'good' missing or not a string \(set data.chosen_field\)"):
         build_dpo_stage(cfg)
     (tmp_path / "empty.jsonl").write_text("\n")
-    with pytest.raises(ConfigError, match="empty"):
+    with pytest.raises(DatasetError, match="empty"):
         build_dpo_stage(_cfg(tmp_path, data={"path": str(tmp_path / "empty.jsonl")}))
     with pytest.raises(ConfigError, match="DPO needs pairs"):
         parse_config({"kind": "dpo"})
