@@ -130,13 +130,13 @@ class HFEngine:
         unknown = sorted(set(state_dict) - set(own))
         if unknown:
             raise KeyError(
-                f"load_weights: unknown parameter names {unknown[:5]} (model has e.g. {next(iter(own))})"
+                f"update_weights: unknown parameter names {unknown[:5]} (model has e.g. {next(iter(own))})"
             )
         loaded = {own[k].data_ptr() for k in state_dict}
         missing = [k for k, t in own.items() if k not in state_dict and t.data_ptr() not in loaded]
         if missing:
             raise KeyError(
-                f"load_weights: state_dict lacks {missing[:5]}; pass the policy's full state_dict()"
+                f"update_weights: state_dict lacks {missing[:5]}; pass the policy's full state_dict()"
             )
         with torch.no_grad():
             for k, v in state_dict.items():
