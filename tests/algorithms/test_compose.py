@@ -24,10 +24,10 @@ def _x():
     )  # fmt: skip
 
 
-def _objective(correction=Correction(), metric_terms=()):
+def _objective(correction: Correction | None = None, metric_terms=()):
     terms = (("policy", policy_term(reinforce, {}), 1.0), ("kl", kl_term(kl_k1, {}), 0.1), ("entropy", entropy_term, 0.2))
     return Objective(terms, lambda pt, m, d: aggregate(pt, m, "token_mean", denominator=d),
-                     lambda masks: sum(m.sum() for m in masks).float(), correction, metric_terms)  # fmt: skip
+                     lambda masks: sum(m.sum() for m in masks).float(), correction or Correction(), metric_terms)  # fmt: skip
 
 
 def test_terms_add_with_their_coefficients_over_the_global_denominator():

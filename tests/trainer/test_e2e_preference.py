@@ -102,32 +102,38 @@ def sft_checkpoint(tmp_path_factory) -> Path:
     return sorted((root / "sft" / "checkpoints").iterdir())[-1]
 
 
+@pytest.fixture(scope="module")
+def sft_pass1(sft_checkpoint: Path) -> float:
+    """The SFT checkpoint's sampled pass@1, measured once for every stage that starts from it."""
+    return _pass1(sft_checkpoint, sft_checkpoint.parent.parent / "pass1.json")
+
+
+def _train(toml: str, name: str, sft_checkpoint: Path, tmp_path: Path) -> tuple[list[dict], Path]:
+    """`rlvr train` a stage config from the SFT checkpoint: (its metrics rows, its last checkpoint)."""
+    (tmp_path / f"{name}.toml").write_text(toml.replace("OUT", str(tmp_path)))
+    _rlvr("train", str(tmp_path / f"{name}.toml"), "--set", f"model.path={sft_checkpoint}")
+    rows = [json.loads(x) for x in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
+    return rows, sorted((tmp_path / name / "checkpoints").iterdir())[-1]
+
+
 @pytest.mark.slow
-def test_dpo_on_verifier_pairs_raises_pass_at_1(sft_checkpoint: Path, tmp_path: Path) -> None:
-    (tmp_path / "dpo.toml").write_text(DPO_TOML.replace("OUT", str(tmp_path)))
-    _rlvr("train", str(tmp_path / "dpo.toml"), "--set", f"model.path={sft_checkpoint}")
-    before = _pass1(sft_checkpoint, tmp_path / "before.json")
-    after = _pass1(sorted((tmp_path / "dpo" / "checkpoints").iterdir())[-1], tmp_path / "after.json")
-    rows = [json.loads(x) for x in (tmp_path / "dpo" / "metrics.jsonl").read_text().splitlines()]
+def test_dpo_on_verifier_pairs_raises_pass_at_1(sft_checkpoint: Path, sft_pass1: float, tmp_path: Path) -> None:
+    rows, ckpt = _train(DPO_TOML, "dpo", sft_checkpoint, tmp_path)
+    after = _pass1(ckpt, tmp_path / "after.json")
     assert all(r["pairs"] == r["pairs/onpolicy"] for r in rows) and sum(r["pairs"] for r in rows) > 100
-    assert after >= before + 0.08, (before, after)  # measured 0.10 -> 0.28 (40 steps, seed 0)
+    assert after >= sft_pass1 + 0.08, (sft_pass1, after)  # measured 0.10 -> 0.28 (40 steps, seed 0)
 
 
 @pytest.mark.slow
-def test_ppo_with_a_value_model_raises_pass_at_1(sft_checkpoint: Path, tmp_path: Path) -> None:
-    (tmp_path / "ppo.toml").write_text(PPO_TOML.replace("OUT", str(tmp_path)))
-    _rlvr("train", str(tmp_path / "ppo.toml"), "--set", f"model.path={sft_checkpoint}")
-    before = _pass1(sft_checkpoint, tmp_path / "before.json")
-    after = _pass1(sorted((tmp_path / "ppo" / "checkpoints").iterdir())[-1], tmp_path / "after.json")
-    rows = [json.loads(x) for x in (tmp_path / "ppo" / "metrics.jsonl").read_text().splitlines()]
+def test_ppo_with_a_value_model_raises_pass_at_1(sft_checkpoint: Path, sft_pass1: float, tmp_path: Path) -> None:
+    rows, ckpt = _train(PPO_TOML, "ppo", sft_checkpoint, tmp_path)
+    after = _pass1(ckpt, tmp_path / "after.json")
     assert [r["critic/warmup"] for r in rows[:6]] == [1, 1, 1, 1, 1, 0]
-    assert after >= before + 0.08, (before, after)  # measured 0.10 -> 0.34 (50 steps, seed 0)
+    assert after >= sft_pass1 + 0.08, (sft_pass1, after)  # measured 0.10 -> 0.34 (50 steps, seed 0)
 
 
 @pytest.mark.slow
 def test_reward_model_ranks_held_out_pairs(sft_checkpoint: Path, tmp_path: Path) -> None:
-    (tmp_path / "rm.toml").write_text(RM_TOML.replace("OUT", str(tmp_path)))
-    _rlvr("train", str(tmp_path / "rm.toml"), "--set", f"model.path={sft_checkpoint}")
-    last = [json.loads(x) for x in (tmp_path / "rm" / "metrics.jsonl").read_text().splitlines()][-1]
-    assert last["eval/heldout_pairs"] >= 200
-    assert last["eval/pair_accuracy"] >= 0.65, last  # measured 0.84
+    rows, _ = _train(RM_TOML, "rm", sft_checkpoint, tmp_path)
+    assert rows[-1]["eval/heldout_pairs"] >= 200
+    assert rows[-1]["eval/pair_accuracy"] >= 0.65, rows[-1]  # measured 0.84
