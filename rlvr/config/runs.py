@@ -68,6 +68,18 @@ class RLConfig(_Top):
             del data["task"]
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _vllm_corrects(cls, data: Any) -> Any:
+        """When vLLM samples, truncated IS (`algorithm.correction = "tis"`, cap 2) is the default: its
+        kernels are not the trainer's, so the batch is slightly off-policy (resolved into config.json)."""
+        if not isinstance(data, dict) or _engine_type(data.get("rollout")) != "vllm":
+            return data
+        algorithm = data.get("algorithm", {})
+        if isinstance(algorithm, dict) and "correction" not in algorithm:
+            data = {**data, "algorithm": {**algorithm, "correction": {"type": "tis"}}}
+        return data
+
     @property
     def task(self) -> TaskConfig:
         """The task of a one-task run (mixtures: use `tasks`)."""
@@ -89,6 +101,13 @@ class RLConfig(_Top):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+
+def _engine_type(rollout: Any) -> Any:
+    """rollout.engine.type of raw or validated config data (a string is the engine's shorthand)."""
+    engine = rollout.get("engine") if isinstance(rollout, dict) else getattr(rollout, "engine", None)
+    return engine if isinstance(engine, str) else (engine.get("type") if isinstance(engine, dict)
+                                                   else getattr(engine, "type", None))  # fmt: skip
 
 
 def _rl_problems(c: RLConfig) -> list[str]:

@@ -83,13 +83,29 @@ class FakeEngineConfig(Section):
     check_sync: bool = False  # its logprobs are a fixed function, not the policy's
 
 
-EngineConfig = _typed("hf", HFEngineConfig, FakeEngineConfig, custom=None)
+class VLLMEngineConfig(Section):
+    """vLLM (`pip install vllm`; on CPU vLLM's CPU build in its own environment, see `.ci/run`), colocated
+    in the trainer's process; `rlvr.rollout.vllm` says what it does and how its logprobs are defined."""
+
+    type: Literal["vllm"] = "vllm"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # "auto": the saved model's dtype
+    gpu_memory_utilization: float = Field(default=0.3, gt=0, le=1)  # GPU share for weights + KV (colocated)
+    kv_cache_bytes: int | None = Field(default=None, ge=1 << 20)  # None: the memory share on GPU, 256 MiB on CPU
+    tensor_parallel_size: int = Field(default=1, ge=1)
+    max_model_len: int | None = Field(default=None, ge=2)  # None: the model's max_position_embeddings
+    enforce_eager: bool = True  # no CUDA graphs / torch.compile (starts in seconds; False for long GPU runs)
+    sleep_mode: bool = False  # GPU: offload weights and free the KV cache while the trainer steps
+    seed: int = 0  # added to run.seed for vLLM's own seed (per-request seeds come from the step)
+    check_sync: bool = True  # as [rollout.engine] hf: the engine's logprobs checked after every update
+
+
+EngineConfig = _typed("hf", HFEngineConfig, FakeEngineConfig, VLLMEngineConfig, custom=None)
 
 
 class RolloutConfig(Section):
     """How completions are sampled: `prompts_per_step` prompts, `group_size` samples each."""
 
-    engine: EngineConfig = Field(default_factory=HFEngineConfig)  # [rollout.engine] type = "hf" | "fake"
+    engine: EngineConfig = Field(default_factory=HFEngineConfig)  # [rollout.engine] type = "hf" | "fake" | "vllm"
     group_size: int = Field(default=8, ge=1)
     prompts_per_step: int = Field(default=4, ge=1)
     temperature: float = Field(default=1.0, gt=0)

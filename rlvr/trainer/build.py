@@ -8,6 +8,7 @@ keywords do not fit, or a missing path fails before anything heavy loads.
 from __future__ import annotations
 
 import functools
+import importlib.util
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,10 @@ def validate(config: RLConfig | SFTConfig | DPOConfig) -> None:
             registry.check_settings("preference", config.loss.type, fn, config.loss.settings())
         except ValueError as exc:
             problems.append(f"loss: {exc}")
+    if isinstance(config, RLConfig) and config.rollout.engine.type == "vllm" and importlib.util.find_spec("vllm") is None:
+        from rlvr.rollout.vllm import INSTALL_HINT
+
+        problems.append(f"rollout.engine.type = 'vllm': vLLM is not installed in this environment; {INSTALL_HINT}")
     if config.model.path is not None and not Path(config.model.path).is_dir():
         problems.append(
             f"model.path: {config.model.path!r} is not a directory (create one with `rlvr init-model`)"
@@ -182,9 +187,19 @@ def _fake_engine(cfg: Any, model: nn.Module, tokenizer: Any, *, seed: int, bf16:
     return FakeEngine(tokenizer=tokenizer, seed=cfg.seed + seed)
 
 
+def _vllm_engine(cfg: Any, model: nn.Module, tokenizer: Any, *, seed: int, bf16: bool) -> Engine:
+    from rlvr.rollout.vllm import VLLMEngine
+
+    return VLLMEngine.from_model(
+        model, tokenizer, seed=cfg.seed + seed, dtype=cfg.dtype, max_model_len=cfg.max_model_len,
+        gpu_memory_utilization=cfg.gpu_memory_utilization, kv_cache_bytes=cfg.kv_cache_bytes,
+        tensor_parallel_size=cfg.tensor_parallel_size, enforce_eager=cfg.enforce_eager, sleep_mode=cfg.sleep_mode,
+    )  # fmt: skip
+
+
 # rollout.engine.type -> factory(engine section, model, tokenizer, seed=, bf16=); a new engine adds a row
 # here and a section in rlvr.config.sections
-ENGINES: Mapping[str, Callable[..., Engine]] = {"hf": _hf_engine, "fake": _fake_engine}
+ENGINES: Mapping[str, Callable[..., Engine]] = {"hf": _hf_engine, "fake": _fake_engine, "vllm": _vllm_engine}
 
 
 def build_engine(cfg: Any, model: nn.Module, tokenizer: Any, *, seed: int = 0, bf16: bool = False) -> Engine:

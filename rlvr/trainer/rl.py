@@ -124,7 +124,8 @@ class RLStage:
             return {}
         probe = max(samples, key=lambda s: len(s.completion_ids))
         engine_model = getattr(self.engine, "model", None)
-        bf16 = self.autocast or (engine_model is not None and next(engine_model.parameters()).dtype == torch.bfloat16)
+        bf16 = self.autocast or getattr(self.engine, "bf16", False) or (
+            engine_model is not None and next(engine_model.parameters()).dtype == torch.bfloat16)
         return check_logprobs(self.engine, self.model, probe, temperature=self.config.rollout.temperature,
                               autocast=self.autocast, bf16=bf16, pad_id=self.tokenizer.pad_token_id)  # fmt: skip
 
