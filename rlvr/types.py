@@ -91,6 +91,7 @@ class Group:
     completions: list[Completion]
     scores: list[Score] = field(default_factory=list)
     prefix: str = ""
+    policy_version: int | None = None  # the engine's weights version that sampled it (None: not recorded)
 
     @property
     def rewards(self) -> list[float]:

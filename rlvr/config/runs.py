@@ -70,10 +70,12 @@ class RLConfig(_Top):
 
     @model_validator(mode="before")
     @classmethod
-    def _vllm_corrects(cls, data: Any) -> Any:
-        """When vLLM samples, truncated IS (`algorithm.correction = "tis"`, cap 2) is the default: its
-        kernels are not the trainer's, so the batch is slightly off-policy (resolved into config.json)."""
-        if not isinstance(data, dict) or _engine_type(data.get("rollout")) != "vllm":
+    def _off_policy_corrects(cls, data: Any) -> Any:
+        """When vLLM samples (its kernels are not the trainer's) or rollout.max_staleness > 0 (batches from
+        older weights), truncated IS (`algorithm.correction = "tis"`, cap 2) is the default: the batch is
+        off-policy.  Resolved into config.json."""
+        rollout = data.get("rollout") if isinstance(data, dict) else None
+        if rollout is None or (_engine_type(rollout) != "vllm" and not _get(rollout, "max_staleness", 0)):
             return data
         algorithm = data.get("algorithm", {})
         if isinstance(algorithm, dict) and "correction" not in algorithm:
@@ -101,6 +103,10 @@ class RLConfig(_Top):
         if problems:
             raise ValueError("\n".join(problems))
         return self
+
+
+def _get(section: Any, key: str, default: Any = None) -> Any:
+    return section.get(key, default) if isinstance(section, dict) else getattr(section, key, default)
 
 
 def _engine_type(rollout: Any) -> Any:

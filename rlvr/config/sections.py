@@ -114,6 +114,9 @@ class RolloutConfig(Section):
     max_prompt_len: int = Field(default=256, ge=1)
     max_new_tokens: int = Field(default=128, ge=1)
     min_new_tokens: int = Field(default=0, ge=0)  # > 0 forces fixed-length generation (benchmarks)
+    # > 0: batch t is sampled by the weights after step t - 1 - max_staleness, ahead of time (overlapping
+    # training when the engine runs in its own process); 0: the synchronous loop (rlvr.trainer.async_rollout)
+    max_staleness: int = Field(default=0, ge=0)
 
     @property
     def samples_per_step(self) -> int:

@@ -21,13 +21,13 @@ from rlvr.algorithms.compose import Objective
 from rlvr.algorithms.kl import AdaptiveKLController, FixedKLController
 from rlvr.config import RLConfig
 from rlvr.trainer import build
+from rlvr.trainer.async_rollout import RolloutPipeline
 from rlvr.trainer.batching import micro_batches, padding_fraction
 from rlvr.trainer.data import DataCursor, MixtureCursor
 from rlvr.trainer.driver import run_stage
 from rlvr.trainer.forward import completion_logprobs_no_grad
 from rlvr.trainer.optim import Optimizers, build_optimizer, lr_factor
 from rlvr.trainer.rl_steps import (
-    collect_groups,
     group_advantages,
     reference_logprobs,
     reward_metrics,
@@ -60,19 +60,19 @@ class RLStage:
     autocast: bool = False
     opt_step: int = 0  # optimizer steps completed = the policy version the engine holds
     warnings: list[str] = field(default_factory=list)
+    pipeline: RolloutPipeline = field(default_factory=RolloutPipeline)  # rollout.max_staleness
     kind: str = "rl"
 
     # ------------------------------------------------------------ the step
     def step(self, step: int, timer: Timer) -> dict[str, Any]:
         c, r, a = self.config, self.config.rollout, self.config.algorithm
-        groups, zero_var_sampled = collect_groups(self, step, timer, dynamic_sampling=a.dynamic_sampling,
-                                                  max_tries=a.max_sampling_tries)  # 1. generate + verify
+        batch, metrics = self.pipeline.batch(self, step, timer)  # 1. generate + verify (or sampled ahead)
+        groups, zero_var_sampled = batch.groups, batch.zero_var
         ref = None
         if self.ref_engine is not None:  # 2. the reference policy, through its engine
             with timer("reference"):
                 ref = reference_logprobs(self.ref_engine, groups, temperature=r.temperature)
         rewards = torch.tensor([s.total for g in groups for s in g.scores], dtype=torch.float32)  # [N]
-        metrics: dict[str, Any] = {}
         if ref is not None and a.kl.placement == "reward":  # 3. KL in the reward (PPO-RLHF style)
             policy = [self._policy_logprobs(g, comp) for g in groups for comp in g.completions]
             seq_kl = sequence_kl(self.kl, policy, ref)
@@ -119,6 +119,7 @@ class RLStage:
         return scored[0].logprobs
 
     def _sync(self, samples: Sequence[Any]) -> dict[str, float]:
+        self.pipeline.settle()  # a batch being sampled ahead finishes on the weights it started with
         update_engine(self.engine, self.model, self.opt_step)
         if not self.config.rollout.engine.check_sync or not samples:
             return {}
@@ -144,13 +145,14 @@ class RLStage:
     # ------------------------------------------------------------ driver interface
     def state_dict(self) -> dict[str, Any]:
         return {"opt_step": self.opt_step, "optimizer": self.optim.state_dict(), "cursor": self.cursor.state_dict(),
-                "kl_coef": self.kl_ctl.value}  # fmt: skip
+                "kl_coef": self.kl_ctl.value, "rollout": self.pipeline.state_dict()}  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.opt_step = state["opt_step"]
         self.optim.load_state_dict(state["optimizer"])
         self.cursor.load_state_dict(state["cursor"])
         self.kl_ctl.value = state.get("kl_coef", self.kl_ctl.value)
+        self.pipeline.load_state_dict(state.get("rollout"))
 
     def ready(self) -> None:
         update_engine(self.engine, self.model, self.opt_step)  # a resumed run's weights to the engine
@@ -185,7 +187,8 @@ def build_rl_stage(config: RLConfig, *, model: nn.Module | None = None, tokenize
     stage = RLStage(config=config, model=model, tokenizer=tokenizer, task=task, engine=engine, ref_engine=ref,
                     optim=build_optimizer(model, config.optim), cursor=cursor, collect=collect,
                     objective=build.build_objective(config), advantage=build.advantage_fn(config),
-                    kl=build.kl_estimator(config), kl_ctl=ctl, autocast=autocast)  # fmt: skip
+                    kl=build.kl_estimator(config), kl_ctl=ctl, autocast=autocast,
+                    pipeline=RolloutPipeline(config.rollout.max_staleness))  # fmt: skip
     if dropped:
         stage.warnings.append(f"{dropped} training prompts longer than rollout.max_prompt_len were dropped")
     return stage

@@ -12,27 +12,10 @@ import pytest
 import torch
 
 from rlvr.models.tiny import build_model, build_tokenizer
-from rlvr.tasks import make_task
 from rlvr.trainer import CallbackContext, train_rl
-from rlvr.types import Score
-from tests.trainer.fakes import rl_config
+from tests.trainer.fakes import DigitRewardTask, rl_config
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
-
-
-class DigitRewardTask:
-    """The sort task's prompts, rewarded by the share of digits in the completion: a random model scores
-    ~0.1 and can learn it in a few steps (the real verifier would give it all zeros)."""
-
-    def __init__(self) -> None:
-        self.base = make_task("sort", length=3, max_value=9, n_train=40, n_test=8)
-
-    def __getattr__(self, name):
-        return getattr(self.base, name)
-
-    def score(self, example, completion: str) -> Score:
-        r = sum(ch.isdigit() for ch in completion) / max(len(completion), 1)
-        return Score(total=r, parts={"accuracy": r})
 
 
 def _cfg(out, steps):
