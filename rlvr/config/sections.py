@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rlvr.config.parts import (
     K3KL,
@@ -88,6 +88,9 @@ class VLLMEngineConfig(Section):
     in the trainer's process; `rlvr.rollout.vllm` says what it does and how its logprobs are defined."""
 
     type: Literal["vllm"] = "vllm"
+    # "colocated": an LLM in the trainer's process (default); "server": vLLM's OpenAI-compatible server as a
+    # subprocess (weights through a shared directory), which lets rollout.max_staleness > 0 overlap training
+    mode: Literal["colocated", "server"] = "colocated"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # "auto": the saved model's dtype
     gpu_memory_utilization: float = Field(default=0.3, gt=0, le=1)  # GPU share for weights + KV (colocated)
     kv_cache_bytes: int | None = Field(default=None, ge=1 << 20)  # None: the memory share on GPU, 256 MiB on CPU
@@ -97,6 +100,12 @@ class VLLMEngineConfig(Section):
     sleep_mode: bool = False  # GPU: offload weights and free the KV cache while the trainer steps
     seed: int = 0  # added to run.seed for vLLM's own seed (per-request seeds come from the step)
     check_sync: bool = True  # as [rollout.engine] hf: the engine's logprobs checked after every update
+
+    @model_validator(mode="after")
+    def _check(self) -> VLLMEngineConfig:
+        if self.sleep_mode and self.mode == "server":
+            raise ValueError("rollout.engine.sleep_mode is for mode = 'colocated' (a server keeps its own device)")
+        return self
 
 
 EngineConfig = _typed("hf", HFEngineConfig, FakeEngineConfig, VLLMEngineConfig, custom=None)

@@ -188,13 +188,16 @@ def _fake_engine(cfg: Any, model: nn.Module, tokenizer: Any, *, seed: int, bf16:
 
 
 def _vllm_engine(cfg: Any, model: nn.Module, tokenizer: Any, *, seed: int, bf16: bool) -> Engine:
+    kw = dict(seed=cfg.seed + seed, dtype=cfg.dtype, max_model_len=cfg.max_model_len,
+              gpu_memory_utilization=cfg.gpu_memory_utilization, kv_cache_bytes=cfg.kv_cache_bytes,
+              tensor_parallel_size=cfg.tensor_parallel_size, enforce_eager=cfg.enforce_eager)  # fmt: skip
+    if cfg.mode == "server":
+        from rlvr.rollout.vllm_server import VLLMServerEngine
+
+        return VLLMServerEngine.from_model(model, tokenizer, **kw)
     from rlvr.rollout.vllm import VLLMEngine
 
-    return VLLMEngine.from_model(
-        model, tokenizer, seed=cfg.seed + seed, dtype=cfg.dtype, max_model_len=cfg.max_model_len,
-        gpu_memory_utilization=cfg.gpu_memory_utilization, kv_cache_bytes=cfg.kv_cache_bytes,
-        tensor_parallel_size=cfg.tensor_parallel_size, enforce_eager=cfg.enforce_eager, sleep_mode=cfg.sleep_mode,
-    )  # fmt: skip
+    return VLLMEngine.from_model(model, tokenizer, sleep_mode=cfg.sleep_mode, **kw)
 
 
 # rollout.engine.type -> factory(engine section, model, tokenizer, seed=, bf16=); a new engine adds a row
