@@ -72,21 +72,23 @@ def rlvr_engine(spec: Spec, model: Any, tok: Any) -> Callable[[], int]:
     return run
 
 
-def vllm_generate(spec: Spec) -> Callable[[], int] | None:
-    try:
-        import vllm  # noqa: F401
-    except ImportError:
-        return None
-    from vllm import LLM
-    from vllm import SamplingParams as VParams
+def vllm_generate(spec: Spec, tok: Any) -> Callable[[], int] | None:
+    """rlvr's `VLLMEngine` (in-process vLLM) on the same batch; fp32 where bf16 is emulated."""
+    import importlib.util
 
-    llm = LLM(model=spec.model_dir, dtype="bfloat16", seed=spec.seed)
-    T = spec.new_tokens
-    params = VParams(n=spec.group_size, max_tokens=T, min_tokens=T, temperature=1.0, ignore_eos=True)
+    if importlib.util.find_spec("vllm") is None:
+        return None
+    from rlvr.models.precision import bf16_is_fast
+    from rlvr.rollout.base import SamplingParams
+    from rlvr.rollout.vllm import VLLMEngine
+
+    dtype = "bfloat16" if bf16_is_fast(spec.device) else "float32"
+    engine = VLLMEngine(spec.model_dir, tok, seed=spec.seed, dtype=dtype)
+    prompts = [tok(p)["input_ids"] for p in spec.step_prompts(0)]
+    params = SamplingParams(n=spec.group_size, max_new_tokens=spec.new_tokens, min_new_tokens=spec.new_tokens)
 
     def run() -> int:
-        outs = llm.generate(spec.step_prompts(0), params, use_tqdm=False)
-        return sum(len(c.token_ids) for o in outs for c in o.outputs)
+        return sum(len(c.token_ids) for g in engine.generate(prompts, params) for c in g)
 
     return run
 
@@ -101,7 +103,7 @@ def run(spec: Spec, which: list[str]) -> dict[str, Any]:
         "hf_fp32": lambda: hf_generate(spec, model, tok, autocast=False),
         "hf_bf16": lambda: hf_generate(spec, model, tok, autocast=True),
         "rlvr": lambda: rlvr_engine(spec, model, tok),
-        "vllm": lambda: vllm_generate(spec),
+        "vllm": lambda: vllm_generate(spec, tok),
     }
     from rlvr.models.precision import EMULATED, bf16_is_fast
 

@@ -6,7 +6,8 @@ Runs `rlvr.trainer.rl.train_rl` on the spec's model directory with the spec's pr
 logging, samples, progress bar and TensorBoard off.  Per-phase timings come from rlvr's own
 metrics (`time/generate`, `time/score`, `time/reference`, `time/train`, `time/step` in
 `run_dir/metrics.jsonl`).  When rlvr's trainer is not importable the result says so ("skipped")
-and the harness carries on without it.
+and the harness carries on without it.  `--engine vllm` samples with rlvr's `VLLMEngine` (run it with
+the interpreter of an environment that has vLLM: `grpo_bench.py --vllm-python`).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def _imports() -> tuple[Any, Any] | str:
     return train_rl, collect
 
 
-def build_config(spec: Spec, out_dir: str) -> Any:
+def build_config(spec: Spec, out_dir: str, engine: str = "hf") -> Any:
     from rlvr.config import (
         AdamWConfig,
         AlgorithmConfig,
@@ -83,7 +84,7 @@ def build_config(spec: Spec, out_dir: str) -> Any:
         model=ModelConfig(path=spec.model_dir, dtype="float32", bf16_autocast="auto"),
         task=TaskConfig(name="bench"),  # injected below; the name is only a label
         rollout=RolloutConfig(
-            engine="hf",
+            engine=engine,
             group_size=spec.group_size,
             prompts_per_step=spec.prompts_per_step,
             max_new_tokens=spec.new_tokens,
@@ -103,10 +104,11 @@ def build_config(spec: Spec, out_dir: str) -> Any:
     )
 
 
-def run(spec: Spec) -> dict[str, Any]:
+def run(spec: Spec, engine: str = "hf") -> dict[str, Any]:
     imported = _imports()
+    side = "rlvr" if engine == "hf" else f"rlvr-{engine}"
     if isinstance(imported, str):
-        return {"side": "rlvr", "skipped": imported}
+        return {"side": side, "skipped": imported}
     train_rl, collect = imported
     lengths: list[int] = []
 
@@ -118,7 +120,7 @@ def run(spec: Spec) -> dict[str, Any]:
     prompts = spec.prompts[: spec.total_steps * spec.prompts_per_step]
     with tempfile.TemporaryDirectory(prefix="rlvr-bench-") as tmp:
         run_dir = Path(tmp) / "run"
-        train_rl(build_config(spec, str(run_dir)), task=BenchTask(prompts), collect=counting_collect)
+        train_rl(build_config(spec, str(run_dir), engine), task=BenchTask(prompts), collect=counting_collect)
         rows = [
             json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()
         ]
@@ -127,7 +129,7 @@ def run(spec: Spec) -> dict[str, Any]:
     ]
     phases = sorted({k for s in measured for k in s})
     return {
-        "side": "rlvr",
+        "side": side,
         "steps": measured,
         "median": {k: median([s.get(k, 0.0) for s in measured]) for k in phases},
         "completion_len": {"min": min(lengths, default=0), "max": max(lengths, default=0)},
@@ -139,8 +141,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("spec")
     parser.add_argument("out")
+    parser.add_argument("--engine", choices=["hf", "vllm"], default="hf")
     args = parser.parse_args()
-    write_result(args.out, run(Spec.load(args.spec)))
+    write_result(args.out, run(Spec.load(args.spec), args.engine))
 
 
 if __name__ == "__main__":

@@ -46,6 +46,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--trl", default=None, help="TRL settings, comma-separated (default fp32,bf16; quick bf16)"
     )
     p.add_argument("--no-generate", action="store_true", help="skip the generation-throughput comparison")
+    p.add_argument("--vllm-python", default=os.environ.get("RLVR_VLLM_PYTHON"),
+                   help="python of an environment with vLLM (e.g. /work/venv-vllm/bin/python): adds the side "
+                        "rlvr-vllm (rlvr with rollout.engine = vllm) and vLLM's generation throughput")  # fmt: skip
     p.add_argument("--json", help="write every figure here")
     p.add_argument("--verbose", action="store_true", help="show the sides' own output")
     args = p.parse_args(argv)
@@ -76,9 +79,10 @@ def make_spec(args: argparse.Namespace, tmp: Path) -> Spec:
     return spec
 
 
-def run_side(script: str, spec_path: Path, out: Path, extra: list[str], verbose: bool) -> dict[str, Any]:
+def run_side(script: str, spec_path: Path, out: Path, extra: list[str], verbose: bool,
+             python: str | None = None) -> dict[str, Any]:  # fmt: skip
     """Run one side in a fresh interpreter; its JSON result, or an "error" entry with its output tail."""
-    cmd = [sys.executable, str(BENCH / script), str(spec_path), str(out), *extra]
+    cmd = [python or sys.executable, str(BENCH / script), str(spec_path), str(out), *extra]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BENCH.parent), os.environ.get("PYTHONPATH", "")])}
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     print(f"  running {script} {' '.join(extra)}".rstrip(), flush=True)
@@ -94,11 +98,13 @@ def run_rounds(args: argparse.Namespace, spec_path: Path, tmp: Path) -> dict[str
     runs: dict[str, list[dict[str, Any]]] = {}
     for r in range(args.rounds):
         print(f"round {r + 1}/{args.rounds}", flush=True)
-        jobs = [("rlvr", "_rlvr_side.py", [])] + [
-            (f"trl-{s}", "_trl_side.py", ["--setting", s]) for s in args.trl
+        jobs = [("rlvr", "_rlvr_side.py", [], None)] + [
+            (f"trl-{s}", "_trl_side.py", ["--setting", s], None) for s in args.trl
         ]
-        for name, script, extra in jobs:
-            res = run_side(script, spec_path, tmp / f"{name}-{r}.json", extra, args.verbose)
+        if args.vllm_python:  # vLLM's CPU build needs its own environment (transformers < 5.20)
+            jobs.insert(1, ("rlvr-vllm", "_rlvr_side.py", ["--engine", "vllm"], args.vllm_python))
+        for name, script, extra, python in jobs:
+            res = run_side(script, spec_path, tmp / f"{name}-{r}.json", extra, args.verbose, python)
             runs.setdefault(name, []).append(res)
             if "error" in res:
                 print(f"    {res['error']}\n{res['output_tail']}", file=sys.stderr)
@@ -246,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.no_generate
             else run_side("_gen_side.py", spec_path, tmp / "gen.json", [], args.verbose)
         )
+        if gen and args.vllm_python and "error" not in gen:
+            vgen = run_side("_gen_side.py", spec_path, tmp / "gen-vllm.json", ["--which", "vllm"], args.verbose,
+                            args.vllm_python)  # fmt: skip
+            gen["vllm"] = vgen.get("vllm", vgen)
         roof = roofline(spec, peaks)
     load = {"before": load_before, "after": os.getloadavg()[0], "cpus": os.cpu_count(),
             **interference(cpu_before, cpu_seconds(), time.perf_counter() - t_before)}  # fmt: skip

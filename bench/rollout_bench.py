@@ -5,6 +5,10 @@ Default setting: the "33m" tiny Llama, 4 prompts x 8 samples x 128 new tokens at
 interleaved, and the best time is reported (the machine is shared; best-of filters noise).
 
     python bench/rollout_bench.py [--preset 33m] [--repeats 3] [--compile]
+
+Where vLLM is importable (its CPU build lives in its own environment: run this script with that
+environment's python, e.g. `/work/venv-vllm/bin/python bench/rollout_bench.py`), rlvr's `VLLMEngine`
+(in-process vLLM, fp32 here) is timed on the same batch as `rlvr_vllm_engine_fp32`.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -38,7 +43,7 @@ def hf_generate(model, enc, n: int, new: int, bf16: bool) -> Callable[[], int]:
     return run
 
 
-def engine_generate(engine: HFEngine, prompts, params: SamplingParams) -> Callable[[], int]:
+def engine_generate(engine: Any, prompts, params: SamplingParams) -> Callable[[], int]:
     def run() -> int:
         return sum(len(c.token_ids) for g in engine.generate(prompts, params) for c in g)
 
@@ -77,6 +82,13 @@ def main() -> None:
         variants["rlvr_engine_shared_bf16_autocast"] = engine_generate(
             HFEngine(model, tok, share_weights=True, dtype=torch.bfloat16), prompts, params
         )
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        from rlvr.rollout.vllm import VLLMEngine
+
+        variants["rlvr_vllm_engine_fp32"] = engine_generate(VLLMEngine.from_model(model, tok, dtype="float32"),
+                                                            prompts, params)  # fmt: skip
     best: dict[str, float] = {}
     best_cpu: dict[str, float] = {}
     for rep in range(args.repeats):

@@ -57,6 +57,7 @@ INSTALL_HINT = ("pip install vllm (GPU), or on CPU vLLM's CPU build in its own e
 def import_vllm() -> Any:
     """The vllm module, in-process mode selected; a `UserError` with the install command without it."""
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # its INFO lines would drown the run's own output
     try:
         import vllm
     except ImportError as exc:
