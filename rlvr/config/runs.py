@@ -213,6 +213,8 @@ class DPOConfig(_Top):
             out.append("data.onpolicy / run.eval_every need a [task] (its verifier ranks the samples)")
         if self.data.onpolicy and self.rollout.group_size < 2:
             out.append("data.onpolicy needs rollout.group_size >= 2: a pair needs two samples of one prompt")
+        if self.rollout.max_staleness:
+            out.append("rollout.max_staleness: sampling ahead is for kind = 'rl'; set it to 0 here")
         out.extend(_schedule_problems(self.optim, self.optimizer_steps))
         if out:
             raise ValueError("\n".join(out))
@@ -284,6 +286,8 @@ class PPOConfig(_Top):
         out = []
         if self.kl.enabled and self.kl.placement != "reward":
             out.append("kl.placement: PPO puts the KL in the per-token reward; set kl.placement = 'reward'")
+        if self.rollout.max_staleness:
+            out.append("rollout.max_staleness: sampling ahead is for kind = 'rl'; set it to 0 here")
         if self.rollout.samples_per_step % self.optim.micro_batch_size:
             out.append(f"rollout.prompts_per_step * rollout.group_size = {self.rollout.samples_per_step} is not "
                        f"divisible by optim.micro_batch_size = {self.optim.micro_batch_size}")  # fmt: skip

@@ -46,3 +46,14 @@ def test_vllm_turns_truncated_is_on_by_default_and_an_explicit_choice_wins():
     assert RLConfig.model_validate({"task": TASK}).algorithm.correction.type == "none"  # hf: unchanged
     again = RLConfig.model_validate(on.model_dump())  # the resolved config (config.json) reads back the same
     assert again == on
+
+
+@pytest.mark.parametrize("kind", ["ppo", "dpo"])
+def test_max_staleness_is_refused_outside_rl(kind):
+    from rlvr.config.load import parse_config
+
+    data = {"kind": kind, "task": TASK, "rollout": {"max_staleness": 1}, "data": {"onpolicy": True}}
+    if kind == "ppo":
+        del data["data"]
+    with pytest.raises(ConfigError, match=r"rollout.max_staleness: sampling ahead is for kind = 'rl'"):
+        parse_config(data)
