@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rlvr.config.parallel import ParallelConfig
 from rlvr.config.parts import (
     GROUP_RELATIVE,
     K1KL,
@@ -56,6 +57,7 @@ class RLConfig(_Top):
     reward_model: RewardPartConfig = Field(default_factory=RewardPartConfig)  # a trained RM as a reward part
     optim: OptimConfig = Field(default_factory=AdamWConfig)
     run: RunConfig = Field(default_factory=lambda: RunConfig(out_dir="runs/rl"))
+    parallel: ParallelConfig = Field(default_factory=ParallelConfig)  # torchrun data parallelism
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
     @model_validator(mode="before")
@@ -155,6 +157,7 @@ class SFTConfig(_Top):
     data: SFTDataConfig = Field(default_factory=SFTDataConfig)
     optim: OptimConfig = Field(default_factory=lambda: AdamWConfig(lr=1e-4))
     run: RunConfig = Field(default_factory=lambda: RunConfig(out_dir="runs/sft"))
+    parallel: ParallelConfig = Field(default_factory=ParallelConfig)  # torchrun data parallelism
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
     @property

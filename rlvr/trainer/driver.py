@@ -29,8 +29,9 @@ import torch
 
 from rlvr.config import ConfigError, save_config
 from rlvr.provenance import provenance
+from rlvr.trainer import dist_checkpoint, distributed
 from rlvr.trainer import resume as resuming
-from rlvr.trainer.checkpoint import load_checkpoint, save_checkpoint, step_of
+from rlvr.trainer.checkpoint import step_of
 from rlvr.trainer.logging import RunLogger
 from rlvr.trainer.run import (
     Callback,
@@ -67,7 +68,18 @@ class Stage(Protocol):
 
 def run_stage(config: Any, make_stage: Callable[[], Stage], *, resume: bool | resuming.Resume = False,
               callbacks: Sequence[Callback] = ()) -> RunResult:  # fmt: skip
-    """Build the stage, restore its checkpoint when resuming, and run it to `config.run.steps`."""
+    """Build the stage, restore its checkpoint when resuming, and run it to `config.run.steps`.
+
+    Under torchrun with `[parallel] mode` set, every rank runs this; `rlvr.trainer.distributed` says
+    what each rank does (rank 0 alone writes the run directory)."""
+    par = distributed.setup(getattr(config, "parallel", None))
+    result = _run_stage(config, make_stage, par, resume=resume, callbacks=callbacks)
+    par.close()  # not on an exception: the other ranks may be waiting in a collective; torchrun ends them
+    return result
+
+
+def _run_stage(config: Any, make_stage: Callable[[], Stage], par: distributed.Parallel, *,
+               resume: bool | resuming.Resume, callbacks: Sequence[Callback]) -> RunResult:  # fmt: skip
     run = config.run
     mode = resuming.resume_mode(resume)
     run_dir, ckpt = prepare_run_dir(run.out_dir, mode)
@@ -76,25 +88,29 @@ def run_stage(config: Any, make_stage: Callable[[], Stage], *, resume: bool | re
         torch.set_num_threads(run.threads)
     seed_everything(run.seed)
     stage = make_stage()
+    par.prepare(stage, config, evaluates=bool(callbacks))
     start, skips, notes = 0, 0, list(stage.warnings)
     result = RunResult(run_dir=run_dir, step=0, checkpoint=ckpt)
     if ckpt is not None:
-        state = load_checkpoint(ckpt, stage.model)  # weights and RNG states
+        state = dist_checkpoint.load(par, ckpt, stage)  # weights (and, sharded, optimizer) and RNG states
         start, skips = state["step"], state.get("skips", 0)
         stage.load_state_dict(state)
-        row = resuming.record_resume(run_dir, start, changes, forced=bool(mode and mode.force),
-                                     world_sizes=(state.get("world_size", 1), resuming.world_size()))  # fmt: skip
-        notes += resuming.describe(row)
-        result.exact = row["exact"]
+        if par.main:
+            row = resuming.record_resume(run_dir, start, changes, forced=bool(mode and mode.force),
+                                         world_sizes=(state.get("world_size", 1), resuming.world_size()))  # fmt: skip
+            notes += resuming.describe(row)
+            result.exact = row["exact"]
         if start >= run.steps:
             notes.append(f"{run_dir} is already at step {start} of run.steps = {run.steps}: nothing to run "
                          f"(raise run.steps to train further)")  # fmt: skip
     stage.ready()
-    save_config(config, run_dir)
-    if ckpt is None:  # what produced this run directory (resumes add theirs to resumes.jsonl)
-        (run_dir / "provenance.json").write_text(json.dumps(provenance(kind=stage.kind), indent=2) + "\n")
-    logger = RunLogger(run_dir, stage=stage.kind, total_steps=run.steps, start_step=start,
-                       progress=run.progress, tensorboard=run.tensorboard)  # fmt: skip
+    if par.main:
+        save_config(config, run_dir)
+    if ckpt is None and par.main:  # what produced this run directory (resumes add theirs to resumes.jsonl)
+        record = {**provenance(kind=stage.kind), "parallel": par.describe()}
+        (run_dir / "provenance.json").write_text(json.dumps(record, indent=2) + "\n")
+    logger: Any = (RunLogger(run_dir, stage=stage.kind, total_steps=run.steps, start_step=start, progress=run.progress,
+                             tensorboard=run.tensorboard) if par.main else distributed.NullLogger())  # fmt: skip
     for message in notes:
         logger.warn(message)
     result.step = start
@@ -102,7 +118,7 @@ def run_stage(config: Any, make_stage: Callable[[], Stage], *, resume: bool | re
     with stop_on_signals() as stop:
         for step in range(start + 1, run.steps + 1):
             timer = Timer()
-            metrics = stage.step(step, timer)
+            metrics = par.reduce(stage.step(step, timer), stop)  # one gather per step (a no-op on one process)
             if "samples" in metrics:
                 logger.samples(metrics.pop("samples"))
             skips = skips + 1 if metrics.get("skipped") else 0
@@ -113,7 +129,7 @@ def run_stage(config: Any, make_stage: Callable[[], Stage], *, resume: bool | re
                 logger.warn(_idle_message(step))
             final = step == run.steps or skips >= run.max_consecutive_skips
             # a signal stops right after the step: no evaluation first (it may take minutes)
-            if callbacks and not stop and (final or (run.eval_every and step % run.eval_every == 0)):
+            if callbacks and par.main and not stop and (final or (run.eval_every and step % run.eval_every == 0)):
                 with timer("eval"):
                     ctx = CallbackContext(step, run_dir, stage.model, stage.tokenizer, stage.engine, stage.task, final)
                     metrics.update(run_callbacks(tuple(callbacks), ctx))
@@ -129,7 +145,7 @@ def run_stage(config: Any, make_stage: Callable[[], Stage], *, resume: bool | re
             due = final or stop or (run.save_every and step % run.save_every == 0)
             if due and skips == 0:  # after a skipped update, keep the last good checkpoint as is
                 state = {**stage.state_dict(), "skips": skips, "world_size": resuming.world_size()}
-                result.checkpoint = save_checkpoint(run_dir, step, stage.model, stage.tokenizer, state, run.keep_last)
+                result.checkpoint = dist_checkpoint.save(par, run_dir, step, stage, state, run.keep_last)
             if stop:
                 result.status, result.signal = "interrupted", stop.signal
                 break

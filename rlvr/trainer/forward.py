@@ -32,7 +32,8 @@ def maybe_autocast(enabled: bool, device_type: str = "cpu") -> Iterator[None]:
 
 def decoder_and_head(model: nn.Module) -> tuple[nn.Module, Tensor]:
     """The transformer body (returns hidden states) and the LM-head weight [V, H] of a causal LM."""
-    body = getattr(model, getattr(model, "base_model_prefix", "model"), None)
+    # under DDP / FSDP2 the body runs through its wrapper (`rlvr.trainer.distributed.wrap_model`)
+    body = model.__dict__.get("parallel_body") or getattr(model, getattr(model, "base_model_prefix", "model"), None)
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if body is None or head is None or getattr(head, "bias", None) is not None:
         raise TypeError(

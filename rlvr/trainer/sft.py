@@ -103,6 +103,7 @@ class SFTStage:
     cursor: DataCursor[Sample]
     autocast: bool = False
     engine: Any = None  # evaluation builds its own engine over the trained weights
+    objective: Objective = SFT_OBJECTIVE  # data parallelism swaps in the all-reduced denominator
     warnings: list[str] = field(default_factory=list)
     kind: str = "sft"
 
@@ -111,7 +112,7 @@ class SFTStage:
         with timer("train"):
             batches = sft_batches(self.cursor.take(c.data.batch_size), c, self.tokenizer.pad_token_id)
             self.model.train()
-            metrics = optimizer_update(self.model, self.optim, batches, SFT_OBJECTIVE, temperature=1.0,
+            metrics = optimizer_update(self.model, self.optim, batches, self.objective, temperature=1.0,
                                        autocast=self.autocast, grad_clip=c.optim.grad_clip,
                                        lr_factor=lr_factor(step - 1, c.optim, c.optimizer_steps))  # fmt: skip
         return {**metrics, "padding_frac": padding_fraction(batches), "epoch": self.cursor.epoch}
