@@ -71,7 +71,9 @@ def _train(args: argparse.Namespace, kind: str | None) -> int:
     from rlvr.trainer.build import validate
 
     validate(config)  # registry names, user functions, paths: before any model loads
-    _print_resolved(config)
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 alone prints
+    if main_rank:
+        _print_resolved(config)
     if args.check:
         print(f"{args.config}: config OK (kind = {config.kind!r}); nothing was run (--check)")
         return 0
@@ -88,7 +90,8 @@ def _train(args: argparse.Namespace, kind: str | None) -> int:
         saved = f"checkpoint {result.checkpoint}" if result.checkpoint else "no checkpoint"
         raise Stopped(result.signal or "SIGINT", f"after step {result.step} of {config.run.steps}; "
                       f"saved {saved}; continue with: {again}")  # fmt: skip
-    print(f"run {result.status} at step {result.step}: {result.run_dir}")
+    if main_rank:
+        print(f"run {result.status} at step {result.step}: {result.run_dir}")
     if result.status == "diverged":
         print(f"rlvr: the run diverged (non-finite updates); the last good checkpoint is {result.checkpoint}; "
               "lower optim.lr or raise optim.grad_clip, then resume", file=sys.stderr)  # fmt: skip

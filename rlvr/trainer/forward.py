@@ -67,6 +67,7 @@ def completion_logprobs(
             hidden = _shared_prefix_hidden(body, batch, device)
         else:
             hidden = _full_hidden(body, batch, device)
+    weight = decoder_and_head(model)[1]  # read again: FSDP2 swaps in the gathered weight during the body's forward
     w = weight.to(hidden.dtype)  # bf16 copy under autocast (gradient flows to the fp32 weight)
     logprobs, entropy = logprobs_and_entropy_from_hidden(
         hidden, w, batch.targets.to(device), chunk_size=chunk_size, temperature=temperature

@@ -1,0 +1,103 @@
+"""What each process of the distributed tests runs (spawned by torch.multiprocessing, so importable).
+
+`step_once` is one optimizer step of the objective-blind trainer step on fixed samples, through the
+same `Parallel.prepare` a run uses; with `world_size == 1` and mode "none" it is the one-process
+reference (no process group at all).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+
+from rlvr.config import RLConfig
+from rlvr.config.parallel import ParallelConfig
+from rlvr.trainer import build, distributed
+from rlvr.trainer.batching import Sample, micro_batches
+from rlvr.trainer.data import DataCursor
+from rlvr.trainer.optim import build_optimizer
+from rlvr.trainer.run import StopFlag
+from rlvr.trainer.step import optimizer_update
+
+N_SAMPLES = 8  # the step's global batch: 2 prompts x 4 completions
+
+
+def samples(vocab: int) -> list[Sample]:
+    """Fixed samples with prompts and completions of different lengths, one fully masked row, and
+    advantages and sampler logprobs that make every aggregation mode's denominator matter."""
+    rng = random.Random(7)
+    out = []
+    for i in range(N_SAMPLES):
+        prompt = tuple(rng.randrange(4, vocab) for _ in range(3 + i % 3))
+        completion = tuple(rng.randrange(4, vocab) for _ in range(1 + (5 * i) % 7))
+        out.append(Sample(prompt, completion, sampler_logprobs=tuple(-rng.uniform(2, 6) for _ in completion),
+                          advantage=rng.uniform(-1.5, 1.5), masked=i == 5, index=i))  # fmt: skip
+    return out
+
+
+def rl_config(aggregation: str, mbs: int, mode: str) -> RLConfig:
+    return RLConfig.model_validate({
+        "task": {"name": "sort"}, "algorithm": {"aggregation": aggregation, "correction": "tis"},
+        "rollout": {"group_size": 4, "prompts_per_step": 2, "max_new_tokens": 8},
+        "optim": {"lr": 1e-3, "micro_batch_size": mbs, "bucket_by_length": False, "grad_clip": 1.0},
+        "parallel": {"mode": mode}, "run": {"out_dir": "unused"},
+    })  # fmt: skip
+
+
+class GradSpy:
+    """The stage's optimizers, recording the full gradient (gathered from FSDP2 shards) at each step."""
+
+    def __init__(self, inner: Any, model: torch.nn.Module) -> None:
+        self.inner, self.model, self.grads = inner, model, {}
+
+    def step(self) -> None:
+        grads = {n: p.grad for n, p in self.model.named_parameters() if p.grad is not None}
+        self.grads = {k: v.detach().clone() for k, v in distributed.full_state_dict(grads).items()}
+        self.inner.step()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def step_once(par: distributed.Parallel, aggregation: str, mbs: int, dtype: torch.dtype) -> dict[str, Any]:
+    """(loss, grad_norm, full gradients, full weights after the step) of one optimizer step."""
+    from rlvr.models.tiny import build_model, build_tokenizer
+
+    tok = build_tokenizer()
+    model = build_model("1m", tok, seed=0).to(dtype)
+    build.set_attention(model, "eager")
+    config = rl_config(aggregation, mbs, par.mode)
+    stage = SimpleNamespace(kind="rl", model=model, optim=build_optimizer(model, config.optim), engine=None,
+                            cursor=DataCursor(samples(tok.vocab_size), 0, shuffle=False), kl_ctl=None,
+                            objective=build.build_objective(config), advantage=None)  # fmt: skip
+    par.prepare(stage, config)  # wraps the model, rebuilds the optimizer, shards the cursor
+    stage.optim = GradSpy(stage.optim, stage.model)
+    batches = micro_batches(stage.cursor.take(N_SAMPLES), mbs, tok.pad_token_id, bucket=False)
+    update = optimizer_update(stage.model, stage.optim, batches, stage.objective, temperature=1.0, autocast=False,
+                              grad_clip=config.optim.grad_clip, lr_factor=1.0)  # fmt: skip
+    update = par.reduce(update, StopFlag())
+    weights = distributed.full_state_dict(stage.model.state_dict())
+    return {"loss": update["loss"], "grad_norm": update["grad_norm"], "tokens": update["tokens"],
+            "grads": stage.optim.grads, "weights": {k: v.detach().clone() for k, v in weights.items()}}  # fmt: skip
+
+
+def invariance_worker(rank: int, world: int, port: int, cases: list[tuple[str, str, int]], out: str) -> None:
+    """Every case on this rank; rank 0 saves the results to `out`."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))  # fmt: skip
+    torch.set_num_threads(1)
+    results = {}
+    par = None
+    for mode, aggregation, mbs in cases:
+        par = distributed.setup(ParallelConfig(mode=mode))  # the first call joins; later ones reuse the group
+        results[(mode, aggregation, mbs)] = step_once(par, aggregation, mbs, torch.float32)
+    if rank == 0:
+        torch.save(results, Path(out))
+    if par is not None:
+        par.owns_group = True
+        par.close()
