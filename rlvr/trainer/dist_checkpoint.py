@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,9 @@ def load(par: Parallel, ckpt: Path, stage: Any) -> dict[str, Any]:
 
     model_sd, optim_sd = _state_dicts(stage.model, stage.optim)
     both = {"model": model_sd, "optim": optim_sd}
-    dcp.load(both, checkpoint_id=str(ckpt / DCP_DIR), no_dist=not par.active)
+    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+        warnings.filterwarnings("ignore", message=".*single process", category=UserWarning)
+        dcp.load(both, checkpoint_id=str(ckpt / DCP_DIR), no_dist=not par.active)
     set_state_dict(stage.model, stage.optim.optimizers, model_state_dict=both["model"],
                    optim_state_dict=both["optim"])  # fmt: skip
     state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)

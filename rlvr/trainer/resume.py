@@ -30,8 +30,9 @@ from rlvr.provenance import provenance
 # dotted keys (or prefixes ending in ".") a resume may change and stay exact
 RESUMABLE = ("run.steps", "run.eval_every", "run.save_every", "run.keep_last", "run.progress",
              "run.tensorboard", "run.samples_every", "run.max_consecutive_skips", "eval.")  # fmt: skip
-# allowed, recorded, but the run is no longer bitwise exact (thread count changes CPU reduction order)
-NOT_EXACT = ("run.threads",)
+# allowed, recorded, but the run is no longer bitwise exact (thread count changes CPU reduction order;
+# a DCP checkpoint loads under any parallel mode and world size)
+NOT_EXACT = ("run.threads", "parallel.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +81,7 @@ def _as_now(old: dict[str, Any]) -> dict[str, Any]:
 def _kind(key: str) -> str:
     if any(key == p or (p.endswith(".") and key.startswith(p)) for p in RESUMABLE):
         return "exact"
-    return "not_exact" if key in NOT_EXACT else "refused"
+    return "not_exact" if any(key == p or (p.endswith(".") and key.startswith(p)) for p in NOT_EXACT) else "refused"
 
 
 def check_config(run_dir: Path, new: Mapping[str, Any], mode: Resume) -> dict[str, tuple[Any, Any]]:
