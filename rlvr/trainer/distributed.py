@@ -181,10 +181,13 @@ def wrap_model(model: nn.Module, settings: Any, device: torch.device) -> nn.Modu
     `save_pretrained` and `train()` / `eval()` are unchanged).  DDP replicates it; FSDP2 shards every
     decoder layer and, as the root group, the rest (embeddings, final norm, LM head)."""
     model.to(device)
-    if settings.activation_checkpointing:
-        if not hasattr(model, "gradient_checkpointing_enable"):
+    if settings.activation_checkpointing:  # each decoder layer recomputed in backward (non-reentrant)
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5
+            model.activation_checkpointing_enable({"use_reentrant": False})
+        elif hasattr(model, "gradient_checkpointing_enable"):
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        else:
             raise ConfigError("parallel.activation_checkpointing needs a Hugging Face model")
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     body: nn.Module = ParallelBody(model)
     if settings.mode == "ddp":
         from torch.nn.parallel import DistributedDataParallel

@@ -63,7 +63,8 @@ def completion_logprobs(
     body, weight = decoder_and_head(model)
     device = weight.device
     with maybe_autocast(autocast, device.type):
-        if share_prefix and batch.shares_prefixes:
+        # activation checkpointing turns the KV cache off in training: then the plain (equal) path
+        if share_prefix and batch.shares_prefixes and not getattr(model, "is_gradient_checkpointing", False):
             hidden = _shared_prefix_hidden(body, batch, device)
         else:
             hidden = _full_hidden(body, batch, device)

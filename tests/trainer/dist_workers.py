@@ -69,7 +69,7 @@ def step_once(par: distributed.Parallel, aggregation: str, mbs: int, dtype: torc
     from rlvr.models.tiny import build_model, build_tokenizer
 
     tok = build_tokenizer()
-    model = build_model("1m", tok, seed=0).to(dtype)
+    model = build_model("1m", tok, seed=0).to(dtype).train()
     build.set_attention(model, "eager")
     config = rl_config(aggregation, mbs, par.mode)
     stage = SimpleNamespace(kind="rl", model=model, optim=build_optimizer(model, config.optim), engine=None,

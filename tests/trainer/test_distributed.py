@@ -94,3 +94,36 @@ def test_print_invariance_figures(invariance, reference):  # the figures the iss
         print(f"{mode:5s} {agg:24s} mbs={mbs}: |dloss| {abs(got['loss'] - want['loss']):.2e}  "
               f"max|dgrad| {max_diff(got['grads'], want['grads']):.2e}  max|dweight| "
               f"{max_diff(got['weights'], want['weights']):.2e}  (grad_norm {want['grad_norm']:.3f})")
+
+
+@pytest.mark.parametrize("option", ["activation_checkpointing", "cpu_offload"])
+def test_memory_options_match_the_plain_step(option, monkeypatch):
+    """FSDP2 on a one-process group (no torchrun: a local store) with activation checkpointing (each
+    decoder layer recomputed in backward) or CPU offload (CPUOffloadPolicy; on a CPU-only machine it only
+    proves the policy runs) takes the same step as the plain trainer, on groups that share prompts."""
+    import dataclasses
+
+    from rlvr.config.parallel import ParallelConfig
+
+    plain = dist_workers.samples
+    monkeypatch.setattr(dist_workers, "samples", lambda vocab: [
+        dataclasses.replace(s, prompt_ids=plain(vocab)[i // 4 * 4].prompt_ids) for i, s in enumerate(plain(vocab))])
+    want = dist_workers.step_once(distributed.Parallel(), "token_mean", 4, torch.float32)
+    calls = []
+    wrap = distributed.wrap_model
+
+    def counting_wrap(model, settings, device):
+        in_backward = torch._C._current_graph_task_id  # -1 outside a backward pass
+        model.model.layers[0].mlp.register_forward_pre_hook(lambda *_: calls.append(in_backward() != -1))
+        return wrap(model, settings, device)
+
+    monkeypatch.setattr(distributed, "wrap_model", counting_wrap)
+    par = distributed.setup(ParallelConfig(mode="fsdp2", **{option: True}))
+    try:
+        got = dist_workers.step_once(par, "token_mean", 4, torch.float32)
+    finally:
+        par.close()
+    assert sum(calls) == (2 if option == "activation_checkpointing" else 0)  # recomputed in each backward
+    assert abs(got["loss"] - want["loss"]) <= TOL
+    assert max_diff(got["grads"], want["grads"]) <= TOL
+    assert max_diff(got["weights"], want["weights"]) <= WEIGHT_TOL
