@@ -120,6 +120,9 @@ def setup(settings: Any) -> Parallel:
     """Join (or, without torchrun, create a one-process) process group when `settings.mode` asks for one."""
     world = int(os.environ.get("WORLD_SIZE", "1") or 1)
     mode = getattr(settings, "mode", "none")
+    if settings is None and world > 1:
+        raise ConfigError(f"torchrun started {world} processes, but this stage runs in one process only in this "
+                          f"version (data parallel: kind = {' / '.join(SUPPORTED)}); run it without torchrun")  # fmt: skip
     if mode == "none":
         if world > 1:
             raise ConfigError(f"torchrun started {world} processes but parallel.mode = 'none': set parallel.mode = "

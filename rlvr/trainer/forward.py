@@ -64,7 +64,7 @@ def completion_logprobs(
     device = weight.device
     with maybe_autocast(autocast, device.type):
         # activation checkpointing turns the KV cache off in training: then the plain (equal) path
-        if share_prefix and batch.shares_prefixes and not getattr(model, "is_gradient_checkpointing", False):
+        if share_prefix and batch.shares_prefixes and not _checkpointing(model):
             hidden = _shared_prefix_hidden(body, batch, device)
         else:
             hidden = _full_hidden(body, batch, device)
@@ -74,6 +74,13 @@ def completion_logprobs(
         hidden, w, batch.targets.to(device), chunk_size=chunk_size, temperature=temperature
     )
     return logprobs.float(), (entropy if entropy_grad else entropy.detach()).float()
+
+
+def _checkpointing(model: nn.Module) -> bool:
+    """Activation checkpointing is on (transformers 5 renamed `is_gradient_checkpointing`)."""
+    if hasattr(type(model), "is_activation_checkpointing"):
+        return bool(model.is_activation_checkpointing)
+    return bool(getattr(model, "is_gradient_checkpointing", False))
 
 
 def completion_hidden(body: nn.Module, batch: MicroBatch) -> Tensor:  # [B, C, H]

@@ -12,6 +12,7 @@ same composition (mbs 2) they agree to 1e-6.
 
 from __future__ import annotations
 
+import re
 import socket
 
 import pytest
@@ -127,3 +128,28 @@ def test_memory_options_match_the_plain_step(option, monkeypatch):
     assert abs(got["loss"] - want["loss"]) <= TOL
     assert max_diff(got["grads"], want["grads"]) <= TOL
     assert max_diff(got["weights"], want["weights"]) <= WEIGHT_TOL
+
+
+def test_bad_parallel_setups_say_what_to_change(monkeypatch):
+    from types import SimpleNamespace
+
+    from pydantic import ValidationError
+
+    from rlvr.config import ConfigError
+    from rlvr.config.parallel import ParallelConfig
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ConfigError, match=re.escape("parallel.mode = 'none'")):
+        distributed.setup(ParallelConfig())
+    with pytest.raises(ValidationError, match=re.escape("parallel.cpu_offload needs parallel.mode = 'fsdp2'")):
+        ParallelConfig(mode="ddp", cpu_offload=True)
+    rl = dist_workers.rl_config("token_mean", 4, "ddp")
+    with pytest.raises(ConfigError, match=re.escape("rollout.prompts_per_step = 2 is not divisible by the 4 processes")):
+        distributed._check_stage(SimpleNamespace(kind="rl"), rl, 4)
+    dapo = rl.model_copy(update={"algorithm": rl.algorithm.model_copy(update={"dynamic_sampling": True})})
+    with pytest.raises(ConfigError, match=re.escape("algorithm.dynamic_sampling")):
+        distributed._check_stage(SimpleNamespace(kind="rl"), dapo, 2)
+    with pytest.raises(ConfigError, match=re.escape("kind = rl / sft")):
+        distributed._check_stage(SimpleNamespace(kind="dpo"), rl, 2)
+    with pytest.raises(ConfigError, match=re.escape("runs in one process only")):
+        distributed.setup(None)  # a stage config without [parallel] (dpo, reward_model, ppo)
