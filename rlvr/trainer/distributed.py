@@ -22,8 +22,10 @@ no torchrun and a parallel mode, a one-process group), `Parallel.prepare` adapts
 `Parallel.reduce` runs once per step: it gathers the metrics, samples and stop signals of all ranks;
 metrics are reduced (sums for counts, max / min for extremes, means otherwise), and only rank 0 logs.
 Checkpoints are `rlvr.trainer.dist_checkpoint`.  Not supported under more than one process (a
-ConfigError says so): DAPO dynamic sampling (ranks would draw different numbers of prompts), and the
-stages other than rl and sft.
+ConfigError says so): DAPO dynamic sampling (ranks would draw different numbers of prompts),
+asynchronous rollout (`rollout.max_staleness > 0`: the sampled-ahead batch is per rank), and the
+stages other than rl and sft.  Every rank must run the same number of micro-batches per step (FSDP2
+all-gathers in every forward, DDP all-reduces in every backward): equal shares guarantee it today.
 """
 
 from __future__ import annotations
@@ -153,6 +155,9 @@ def _check_stage(stage: Any, config: Any, world: int) -> None:
         if config.algorithm.dynamic_sampling and world > 1:
             raise ConfigError("algorithm.dynamic_sampling is not supported with more than one process (ranks would "
                               "draw different numbers of prompts); set algorithm.dynamic_sampling = false")  # fmt: skip
+        if getattr(config.rollout, "max_staleness", 0) and world > 1:  # its sampled-ahead batch is per rank
+            raise ConfigError("rollout.max_staleness > 0 (asynchronous rollout) is not supported with more than one "
+                              "process in this version (a checkpoint would hold rank 0's batch); set it to 0")  # fmt: skip
     else:
         key, n = "data.batch_size", config.data.batch_size
     if n % world:

@@ -149,6 +149,9 @@ def test_bad_parallel_setups_say_what_to_change(monkeypatch):
     dapo = rl.model_copy(update={"algorithm": rl.algorithm.model_copy(update={"dynamic_sampling": True})})
     with pytest.raises(ConfigError, match=re.escape("algorithm.dynamic_sampling")):
         distributed._check_stage(SimpleNamespace(kind="rl"), dapo, 2)
+    ahead = rl.model_copy(update={"rollout": rl.rollout.model_copy(update={"max_staleness": 1})})
+    with pytest.raises(ConfigError, match=re.escape("rollout.max_staleness > 0")):
+        distributed._check_stage(SimpleNamespace(kind="rl"), ahead, 2)
     with pytest.raises(ConfigError, match=re.escape("kind = rl / sft")):
         distributed._check_stage(SimpleNamespace(kind="dpo"), rl, 2)
     with pytest.raises(ConfigError, match=re.escape("runs in one process only")):
