@@ -1,8 +1,9 @@
 """`HFEngine`: batched, left-padded generation and scoring for Hugging Face causal LMs.
 
 Own decode loop (not `model.generate`): each prompt is prefilled once and its KV cache expanded
-to the `n` samples of its group; the KV cache is preallocated (`backends.FastLlamaBackend`, with
-the model's own forward + DynamicCache as fallback); sampling happens on the device
+to the `n` samples of its group; the KV cache is preallocated (`backends.FastLlamaBackend` over the
+engine's fused weights, `fused.FusedLlama`, rebuilt when the weights change; the model's own forward +
+DynamicCache as fallback for other architectures); sampling happens on the device
 (`sampling.sample_next`) and the host looks at the batch only every `check_every` steps (to stop
 early once every row has finished, and to check stop strings).  Row results never depend on
 `check_every`: finished rows keep being fed padding, and each row's random draws are the same.
@@ -37,6 +38,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from rlvr.models.precision import engine_dtype
 from rlvr.rollout.backends import FastLlamaBackend, HFCacheBackend, fast_path_supported, prefill_mask
 from rlvr.rollout.base import SamplingParams, TokenScores, decode_completion
+from rlvr.rollout.fused import FusedLlama
 from rlvr.rollout.sampling import sample_next
 from rlvr.types import Completion
 
@@ -83,6 +85,7 @@ class HFEngine:
             score_chunk_elems,
         )
         self.version = 0
+        self._fused: tuple[int, FusedLlama] | None = None  # (version, weights) of the fast path
 
     # ---------------------------------------------------------------- Engine protocol
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams) -> list[list[Completion]]:
@@ -122,8 +125,18 @@ class HFEngine:
         When sharing the trainer's model the weights are already there: only the version moves."""
         if not self.share_weights:
             self._copy_weights(state_dict)
+        self._fused = None  # the fast path's fused copy is stale now
         self.version = int(version)
         return self.version
+
+    def _fused_weights(self) -> FusedLlama:
+        """The fast path's fused copy of the weights, rebuilt when they may have changed: after
+        `update_weights`, and on every call when sharing the trainer's model (it steps in place)."""
+        if self.share_weights or self._fused is None or self._fused[0] != self.version:
+            self._fused = None  # free the old copy before building the new one
+            with torch.no_grad():
+                self._fused = (self.version, FusedLlama.from_model(self.model))
+        return self._fused[1]
 
     def _copy_weights(self, state_dict: Mapping[str, Any]) -> None:
         own = self.model.state_dict()
@@ -175,7 +188,7 @@ class HFEngine:
         self, prompts: Sequence[Sequence[int]], params: SamplingParams, gen: torch.Generator
     ) -> list[list[Completion]]:
         ids, mask = self._left_pad(prompts)
-        backend = FastLlamaBackend(self.model) if self.fast else HFCacheBackend(self.model)
+        backend = FastLlamaBackend(self.model, self._fused_weights()) if self.fast else HFCacheBackend(self.model)
         stop_ids = torch.tensor(
             sorted(set(params.stop_token_ids) | self.eos_ids), dtype=torch.long, device=self.device
         )
@@ -271,7 +284,7 @@ class HFEngine:
     def _hidden(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, Any]:
         pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
         if self.fast:
-            fast = FastLlamaBackend(self.model)
+            fast = FastLlamaBackend(self.model, self._fused_weights())
             fast.prepare(int(pos.max()) + 1, torch.empty(0, dtype=self.model_dtype, device=self.device))
             return fast.forward(ids, pos, prefill_mask(mask), None, 0), self.model.lm_head
         out = self.model.model(input_ids=ids, attention_mask=mask.long(), position_ids=pos)
