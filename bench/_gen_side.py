@@ -37,6 +37,30 @@ def _timed(fn: Callable[[], int], reps: int, sync: Callable[[], None] | None) ->
     return {"tokens_per_s": median(rates), "tokens": counts[-1]}
 
 
+# Where the engine's generation time goes: torch.profiler self-CPU time by op, grouped (first match).
+PROFILE_GROUPS = (
+    ("matmul", ("linear", "::mm", "addmm", "bmm", "matmul")),
+    ("attention", ("scaled_dot_product", "_softmax_backward", "flash_attention")),
+    ("sampling", ("exponential", "log_softmax", "argmax", "softmax", "gather", "isin", "index_fill", "topk", "sort")),
+    ("norm/rope/swiglu", ("rms_norm", "pow", "mean", "rsqrt", "silu", "mul", "add", "roll", "neg", "cat")),
+    ("copies/alloc", ("copy_", "fill_", "zeros", "empty", "clone", "contiguous", "_to_copy", "where")),
+)
+
+
+def profile_breakdown(fn: Callable[[], int]) -> dict[str, float]:
+    """Fraction of one run's self-CPU op time per group of `PROFILE_GROUPS` ("other": the rest)."""
+    from torch.profiler import profile
+
+    with profile() as prof:
+        fn()
+    totals: dict[str, float] = {}
+    for ev in prof.key_averages():
+        group = next((g for g, keys in PROFILE_GROUPS if any(k in ev.key for k in keys)), "other")
+        totals[group] = totals.get(group, 0.0) + ev.self_cpu_time_total
+    whole = sum(totals.values()) or 1.0
+    return {g: t / whole for g, t in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
 def hf_generate(spec: Spec, model: Any, tok: Any, autocast: bool) -> Callable[[], int]:
     import torch
 
@@ -115,6 +139,8 @@ def run(spec: Spec, which: list[str]) -> dict[str, Any]:
         try:
             fn = makers[name]()
             out[name] = _timed(fn, reps, sync) if fn is not None else {"skipped": f"{name} is not installed"}
+            if name == "rlvr" and fn is not None and spec.device == "cpu":
+                out[name]["profile"] = profile_breakdown(fn)
         except Exception as e:  # one failing backend must not hide the others' figures
             out[name] = {"skipped": f"{type(e).__name__}: {e}"}
     return out
