@@ -19,6 +19,7 @@ from transformers import (
 )
 
 from rlvr.models.tiny import build_tokenizer
+from rlvr.rollout import fused as fused_mod
 from rlvr.rollout.base import SamplingParams
 from rlvr.rollout.fused import FusedLlama, Linear
 from rlvr.rollout.hf import HFEngine
@@ -77,8 +78,13 @@ def _pair(model, tok):
     ],
     ids=["greedy", "sampled"],
 )
-def test_fast_path_equals_reference_path(arch_model, tok, prompts, params):
+@pytest.mark.parametrize("packed", [False, True], ids=["plain", "packed"])
+def test_fast_path_equals_reference_path(arch_model, tok, prompts, params, packed, monkeypatch):
+    if packed:  # the test models are below the size where oneDNN prepacking is used: force it
+        monkeypatch.setattr(fused_mod, "PACK_MIN_NUMEL", 0)
     fast, ref = _pair(arch_model, tok)
+    packs = [lin.packed is not None for lin in (fast._fused_weights().layers[0].qkv, fast._fused_weights().layers[0].down)]
+    assert packs == [packed and fused_mod._pack_ok(torch.zeros(1))] * 2
     assert fast.fast and not ref.fast
     a, b = fast.generate(prompts, params), ref.generate(prompts, params)
     assert [[c.token_ids for c in g] for g in a] == [[c.token_ids for c in g] for g in b]
@@ -123,7 +129,11 @@ def test_fused_layout_concatenates_projections(tok):
     want = torch.cat([a.q_proj(x), a.k_proj(x), a.v_proj(x)], dim=-1)
     assert torch.allclose(fused.layers[0].qkv(x), want, atol=1e-5)
     plain = Linear(a.q_proj.weight.detach(), a.q_proj.bias.detach())
-    assert torch.allclose(plain(x), a.q_proj(x), atol=1e-5)
+    assert plain.packed is None and torch.allclose(plain(x), a.q_proj(x), atol=1e-5)
+    w, b, x = torch.randn(1024, 512) * 0.05, torch.randn(1024), torch.randn(7, 3, 512)
+    big = Linear(w, b)  # big enough to be prepacked where oneDNN is available
+    assert (big.packed is not None) == fused_mod._pack_ok(w)
+    assert torch.allclose(big(x), torch.nn.functional.linear(x, w, b), atol=1e-4)
 
 
 def test_unknown_architecture_falls_back_to_the_reference_path(tok, prompts):
