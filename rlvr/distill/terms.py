@@ -7,7 +7,7 @@ so a distillation term mixes with a policy-gradient term (verifier reward) in on
     kd_term(loss)    a distribution loss over the teacher's top-k candidates (K = V: the full
                      vocabulary): `topk_logprobs` (student, at the teacher's ids) vs
                      `teacher_topk_logprobs`; metrics "distill/kl" (forward KL over the candidates,
-                     whatever the loss) and "distill/top1_agreement"
+                     whatever the loss) and "distill/top1_agreement_topk" (argmax over the candidates)
     hard_ce_term     -log S(teacher's top-1 candidate)
     sampled_kl_metric  the sampled-token reverse-KL estimate log S(y) - log T(y) ("distill/kl_sampled")
 """
@@ -33,7 +33,7 @@ def _topk(x: TokenInputs) -> tuple[Tensor, Tensor]:
 def kd_metrics(x: TokenInputs) -> dict[str, Tensor]:
     student, teacher = _topk(x)
     return {"distill/kl": masked_mean(forward_kl(student.detach(), teacher), x.loss_mask),
-            "distill/top1_agreement": masked_mean(top1_agreement(student.detach(), teacher), x.loss_mask)}  # fmt: skip
+            "distill/top1_agreement_topk": masked_mean(top1_agreement(student.detach(), teacher), x.loss_mask)}  # fmt: skip
 
 
 def kd_term(loss: Callable[..., Tensor], settings: Mapping[str, object]) -> Term:
