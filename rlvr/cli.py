@@ -45,6 +45,15 @@ def _print_resolved(config: Any) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.recipe == "distill":
+        from rlvr.demo.distill import run_distill_demo
+
+        seeds = tuple(args.seeds) if args.seeds else (args.seed,)
+        cache = Path(args.teacher_cache) if args.teacher_cache else None
+        run_distill_demo(Path(args.out), seeds, quick=args.quick, threads=args.threads, teacher_cache=cache)
+        return 0
+    if args.seeds or args.teacher_cache:
+        raise UserError("--seeds and --teacher-cache belong to --recipe distill")
     from rlvr.demo import run_demo
 
     run_demo(Path(args.out), seed=args.seed, quick=args.quick, threads=args.threads)
@@ -115,6 +124,17 @@ def _ks(text: str) -> list[int]:
     if not ks or min(ks) < 1:
         raise argparse.ArgumentTypeError(f"expected integers >= 1 like 1,4,16, got {text!r}")
     return ks
+
+
+def _ks_any(text: str) -> list[int]:
+    """argparse type for --seeds: comma-separated integers (>= 0)."""
+    try:
+        values = [int(k) for k in text.split(",") if k.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 0,1,2, got {text!r}") from None
+    if not values or min(values) < 0 or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"expected distinct integers >= 0 like 0,1,2, got {text!r}")
+    return values
 
 
 def _positive(text: str) -> int:
@@ -279,6 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--threads", type=_positive, default=None, help="torch threads (default: one per core; 1 on a busy machine)"
     )
+    p.add_argument("--recipe", choices=("r1", "distill"), default="r1",
+                   help="r1: SFT then GRPO (default); distill: R1's distillation finding, three arms (RL on the "
+                   "student, SFT on teacher traces, on-policy distillation)")  # fmt: skip
+    p.add_argument("--seeds", type=_ks_any, default=None, help="--recipe distill: comma-separated seeds (e.g. 0,1,2)")
+    p.add_argument("--teacher-cache", default=None,
+                   help="--recipe distill: where the trained teacher is kept and reused (default: OUT/teacher_cache)")  # fmt: skip
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("init-model", parents=common, help="build the embedded tiny model (nothing downloaded)")
