@@ -148,4 +148,4 @@ def test_kd_term_under_the_global_denominator_splits_like_the_full_batch() -> No
     s = torch.log_softmax(student, -1)
     per = (teacher.exp() * (teacher - s)).sum(-1) - 0.5 * s.gather(-1, teacher.argmax(-1, keepdim=True)).squeeze(-1)
     assert float(full) == pytest.approx(float(per[mask].sum() / 6), abs=1e-12)
-    assert 0.0 <= float(metrics["distill/top1_agreement"]) <= 1.0
+    assert 0.0 <= float(metrics["distill/top1_agreement_topk"]) <= 1.0
