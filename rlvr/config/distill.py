@@ -57,6 +57,9 @@ class TeacherConfig(BaseModel):
     path: str | None = None
     preset: Literal["1m", "5m", "15m", "33m", "50m"] = "5m"
     seed: int = 0
+    # logit mode: the teacher's top-k scores of the data, precomputed to this JSONL file (filled with the
+    # teacher on the first run, resumable); a run whose data is all in it never loads the teacher
+    topk_file: str | None = None
 
 
 class DistillConfig(BaseModel):
@@ -89,6 +92,9 @@ class DistillConfig(BaseModel):
                        "from `rlvr distill collect`) or add a [task] to use its worked solutions")  # fmt: skip
         if d.mode == "on_policy" and d.estimator == "sampled" and d.kl_weight == 0 and d.reward_weight == 0:
             out.append("distill.kl_weight and distill.reward_weight are both 0: nothing to learn")
+        if self.teacher.topk_file is not None and d.mode != "logit":
+            out.append("teacher.topk_file holds scores of fixed sequences: it needs distill.mode = 'logit' "
+                       "(on-policy samples are new every step)")  # fmt: skip
         if d.reward_weight and self.rollout.group_size < 2:
             out.append("distill.reward_weight > 0 uses GRPO advantages: set rollout.group_size >= 2")
         if self.run.eval_every and self.task is None:

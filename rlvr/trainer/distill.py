@@ -34,6 +34,7 @@ from rlvr.algorithms.compose import Objective, TokenInputs, masked_mean, policy_
 from rlvr.config import ConfigError, DistillConfig, ModelConfig
 from rlvr.distill.losses import KD_LOSSES, reverse_kl
 from rlvr.distill.terms import hard_ce_term, kd_term, sampled_kl_metric
+from rlvr.distill.topk import TopKStore, pair_key, vocab_digest
 from rlvr.distill.vocab import vocabulary_mismatch
 from rlvr.trainer import build
 from rlvr.trainer.batching import MicroBatch, micro_batches, padding_fraction
@@ -230,6 +231,18 @@ def build_teacher(config: DistillConfig, student_tokenizer: Any, vocab_size: int
     return teacher.eval(), tok
 
 
+def _file_teacher(config: DistillConfig, samples: Sequence[Any], tokenizer: Any, vocab: int, top_k: int,
+                  autocast: bool) -> Any:  # fmt: skip
+    """teacher.topk_file as the teacher: scores missing from it are computed with the teacher first."""
+    store = TopKStore(config.teacher.topk_file)  # type: ignore[arg-type]
+    pairs = [(s.prompt_ids, s.completion_ids) for s in samples]
+    if any(pair_key(p, c, 1.0) not in store.rows for p, c in pairs):
+        teacher_model, teacher_tok = build_teacher(config, tokenizer, vocab)
+        engine = build.reference_engine(teacher_model, teacher_tok, bf16=autocast)
+        store.fill(engine, pairs, temperature=1.0, top_k=top_k, vocab=vocab_digest(teacher_tok))
+    return store.reader(vocab=vocab_digest(tokenizer))
+
+
 def build_distill_stage(config: DistillConfig, *, model: nn.Module | None = None, tokenizer: Any = None,
                         task: Any = None, teacher: Any = None, engine: Any = None, collect: Any = None) -> DistillStage:  # fmt: skip
     if model is None:
@@ -238,10 +251,15 @@ def build_distill_stage(config: DistillConfig, *, model: nn.Module | None = None
         task = build.build_task(config.task)
     vocab = model.get_output_embeddings().weight.shape[0]
     autocast = build.autocast_for(config.model, model)
+    d = config.distill
+    top_k = min(d.top_k or vocab if (d.mode == "logit" or d.estimator == "topk") else 1, vocab)
+    if d.mode == "logit":
+        items, dropped = make_samples(config, task, tokenizer)  # type: ignore[arg-type]
+    if teacher is None and config.teacher.topk_file is not None:
+        teacher = _file_teacher(config, items, tokenizer, vocab, top_k, autocast)
     if teacher is None:
         teacher_model, teacher_tok = build_teacher(config, tokenizer, vocab)
         teacher = build.reference_engine(teacher_model, teacher_tok, bf16=autocast)
-    d = config.distill
     if d.mode == "on_policy":
         examples = build.split_examples(task, "train", config.task.train_size if config.task else None)
         items, dropped = build.fit_prompts(examples, task, tokenizer, config.rollout.max_prompt_len,
@@ -250,14 +268,11 @@ def build_distill_stage(config: DistillConfig, *, model: nn.Module | None = None
             engine = build.build_engine(config.rollout.engine, model, tokenizer, seed=config.run.seed, bf16=autocast)
         if collect is None:
             from rlvr.rollout import collect
-    else:
-        items, dropped = make_samples(config, task, tokenizer)  # type: ignore[arg-type]
     build.set_attention(model, config.model.attn_implementation)
-    top_k = d.top_k or vocab if (d.mode == "logit" or d.estimator == "topk") else 1
     stage = DistillStage(config=config, model=model, tokenizer=tokenizer, task=task, teacher=teacher, engine=engine,
                          optim=build_optimizer(model, config.optim), cursor=DataCursor(items, config.run.seed),
                          objective=build_distill_objective(config), collect=collect, autocast=autocast,
-                         top_k=min(top_k, vocab))  # fmt: skip
+                         top_k=top_k)  # fmt: skip
     if dropped:
         stage.warnings.append(f"{dropped} prompts or pairs did not fit their length limit and were dropped")
     return stage

@@ -100,3 +100,51 @@ def test_missing_teacher_path_is_a_config_error(tmp_path):
     cfg = parse_config({**_cfg(tmp_path).model_dump(mode="json"), "teacher": {"path": str(tmp_path / "nope")}})
     with pytest.raises(ConfigError, match=r"teacher\.path"):
         train(cfg)
+
+
+def test_offline_kd_from_precomputed_topk_needs_no_resident_teacher(tmp_path, monkeypatch):
+    """The first run fills the file with the teacher; a second reads it with no teacher at all and trains
+    exactly as the first, and as with the resident teacher up to float rounding."""
+    import rlvr.trainer.distill as stage_module
+
+    topk = tmp_path / "topk.jsonl"
+    resident = _cfg(tmp_path / "resident", mode="logit", top_k=8)
+    offline = lambda out: parse_config({**_cfg(out, mode="logit", top_k=8).model_dump(mode="json"),  # noqa: E731
+                                        "teacher": {"preset": "1m", "seed": 1, "topk_file": str(topk)}}, kind="distill")  # fmt: skip
+    train(resident)
+    train(offline(tmp_path / "fill"))
+    header, *rows = topk.read_text().splitlines()
+    assert json.loads(header)["header"]["top_k"] == 8 and len(rows) == 40  # every training pair, once
+    monkeypatch.setattr(stage_module, "build_teacher", lambda *a, **k: pytest.fail("the teacher was loaded"))
+    train(offline(tmp_path / "read"))
+    losses = [[r["loss"] for r in _rows(tmp_path / d)] for d in ("resident", "fill", "read")]
+    assert losses[1] == losses[2]  # the file is read back exactly
+    # the resident teacher scores per micro-batch (other padding): equal up to float rounding
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_topk_store_refuses_another_vocabulary_or_a_larger_k(tmp_path):
+    from rlvr.data.io import DataError
+    from rlvr.distill.topk import TopKStore
+    from rlvr.rollout.base import TokenScores
+    from rlvr.rollout.fake import FakeEngine
+
+    class Teacher(FakeEngine):
+        def score(self, prompts, completions, *, temperature=1.0, top_k=0):
+            return [TokenScores(tuple(-1.0 for _ in c), tuple((t, 0, 1)[:top_k] for t in c),
+                                tuple((-0.5, -1.0, -2.0)[:top_k] for _ in c)) for c in completions]  # fmt: skip
+
+    store = TopKStore(tmp_path / "k.jsonl")
+    assert store.fill(Teacher(), [((1, 2), (3, 4)), ((1, 2), (3, 4))], temperature=1.0, top_k=3, vocab="v1") == 1
+    with (tmp_path / "k.jsonl").open("a") as f:
+        f.write('{"key": "cut')
+    again = TopKStore(tmp_path / "k.jsonl")
+    reader = again.reader(vocab="v1")
+    (s,) = reader.score([(1, 2)], [(3, 4)], top_k=2)
+    assert s.top_ids == ((3, 0), (4, 0)) and s.top_logprobs == ((-0.5, -1.0), (-0.5, -1.0))
+    with pytest.raises(DataError, match="top-3"):
+        reader.score([(1, 2)], [(3, 4)], top_k=5)
+    with pytest.raises(DataError, match="another vocabulary"):
+        again.reader(vocab="v2")
+    with pytest.raises(DataError, match="use a new file"):
+        again.fill(Teacher(), [((1,), (2,))], temperature=1.0, top_k=3, vocab="v2")
