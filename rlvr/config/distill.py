@@ -47,6 +47,12 @@ class DistillSection(BaseModel):
     estimator: Literal["sampled", "topk"] = "sampled"  # on_policy: per-token advantage, or exact top-k KL
     kl_weight: float = Field(default=1.0, ge=0)  # on_policy: the weight of the distillation signal
     reward_weight: float = Field(default=0.0, ge=0)  # on_policy: + this x the verifier reward's GRPO advantage
+    # feature matching (logit mode, a resident teacher of the student's family): + feature_weight x the
+    # per-token MSE / (1 - cosine) between projected student and teacher hidden states, for each
+    # (student layer, teacher layer) pair of layer_map (hidden_states indices: 0 = embeddings, -1 = last)
+    feature_weight: float = Field(default=0.0, ge=0)
+    feature_loss: Literal["mse", "cosine"] = "mse"
+    layer_map: tuple[tuple[int, int], ...] = ((-1, -1),)
 
 
 class TeacherConfig(BaseModel):
@@ -95,6 +101,11 @@ class DistillConfig(BaseModel):
         if self.teacher.topk_file is not None and d.mode != "logit":
             out.append("teacher.topk_file holds scores of fixed sequences: it needs distill.mode = 'logit' "
                        "(on-policy samples are new every step)")  # fmt: skip
+        if d.feature_weight and (d.mode != "logit" or self.teacher.topk_file is not None):
+            out.append("distill.feature_weight > 0 needs distill.mode = 'logit' and a resident teacher "
+                       "(teacher.topk_file stores no hidden states)")  # fmt: skip
+        if d.feature_weight and not d.layer_map:
+            out.append("distill.layer_map is empty: give (student layer, teacher layer) pairs, e.g. [[-1, -1]]")
         if d.reward_weight and self.rollout.group_size < 2:
             out.append("distill.reward_weight > 0 uses GRPO advantages: set rollout.group_size >= 2")
         if self.run.eval_every and self.task is None:

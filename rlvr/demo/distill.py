@@ -52,11 +52,11 @@ class DistillPlan:
 
     base: DemoPlan = field(default_factory=DemoPlan)
     teacher_preset: str = "5m"
-    teacher_sft_steps: int = 1500
-    teacher_rl_steps: int = 100
+    teacher_sft_steps: int = 800
+    teacher_rl_steps: int = 40
     student_preset: str = "1m"
-    student_sft_steps: int = 1500
-    arm_steps: int = 80  # optimizer steps per arm, each over base.prompts_per_step * base.group_size sequences
+    student_sft_steps: int = 800
+    arm_steps: int = 50  # optimizer steps per arm, each over base.prompts_per_step * base.group_size sequences
     traces_k: int = 4  # teacher samples per train prompt
     traces_per_prompt: int = 2
     sft_arm_lr: float = 1e-4

@@ -32,7 +32,7 @@ from rlvr.algorithms import registry
 from rlvr.algorithms.aggregate import aggregate, global_denominator
 from rlvr.algorithms.compose import Objective, TokenInputs, masked_mean, policy_term
 from rlvr.config import ConfigError, DistillConfig, ModelConfig
-from rlvr.distill.losses import KD_LOSSES, reverse_kl
+from rlvr.distill.losses import KD_LOSSES, Projector, hidden_state_loss, reverse_kl
 from rlvr.distill.terms import hard_ce_term, kd_term, sampled_kl_metric
 from rlvr.distill.topk import TopKStore, pair_key, vocab_digest
 from rlvr.distill.vocab import vocabulary_mismatch
@@ -74,16 +74,37 @@ def teacher_tokens(teacher: Any, mb: MicroBatch, rows: Sequence[Any], *, tempera
     return TeacherTokens(lp, ids, tlp)
 
 
-def student_forward(model: nn.Module, mb: MicroBatch, teacher_ids: Tensor, *, temperature: float,
-                    autocast: bool) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+def layer_states(body: nn.Module, mb: MicroBatch, layers: Sequence[int]) -> tuple[Tensor, list[Tensor]]:
+    """(the last hidden state [B, C, H], the hidden_states[i] [B, C, H] for i in `layers`) at the positions
+    that predict the completion tokens."""
+    device = next(body.parameters()).device
+    out = body(input_ids=mb.input_ids.to(device), attention_mask=mb.attention_mask.to(device),
+               position_ids=mb.position_ids.to(device), use_cache=False, output_hidden_states=True)  # fmt: skip
+    P, C = mb.prompt_len, mb.targets.shape[1]
+    return out.last_hidden_state[:, P - 1 : P - 1 + C], [out.hidden_states[i][:, P - 1 : P - 1 + C] for i in layers]
+
+
+def student_forward(model: nn.Module, mb: MicroBatch, teacher_ids: Tensor, *, temperature: float, autocast: bool,
+                    layers: Sequence[int] = ()) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:  # fmt: skip
     """(logprobs of the targets [B, C], the student's logprobs at the teacher's ids [B, C, K], its argmax
-    [B, C]) at `temperature`, from one forward over the vocabulary."""
+    [B, C], the hidden states of `layers`) at `temperature`, from one forward over the vocabulary."""
     body, weight = decoder_and_head(model)
     with maybe_autocast(autocast, weight.device.type):
-        hidden = completion_hidden(body, mb)
+        hidden, states = layer_states(body, mb, layers) if layers else (completion_hidden(body, mb), [])
     logp = torch.log_softmax((hidden.float() @ weight.float().T) / temperature, dim=-1)  # [B, C, V]
     targets = mb.targets.to(weight.device).unsqueeze(-1)
-    return logp.gather(-1, targets).squeeze(-1), logp.gather(-1, teacher_ids.to(weight.device)), logp.argmax(-1)
+    topk = logp.gather(-1, teacher_ids.to(weight.device))
+    return logp.gather(-1, targets).squeeze(-1), topk, logp.argmax(-1), states
+
+
+def feature_loss(stage: DistillStage, mb: MicroBatch, student_states: Sequence[Tensor]) -> Tensor:  # -> [B, C]
+    """Mean over the layer map of the per-token hidden-state loss through each pair's projector."""
+    d = stage.config.distill
+    with torch.no_grad():
+        _, teacher_states = layer_states(decoder_and_head(stage.teacher.model)[0], mb, [t for _, t in d.layer_map])
+    losses = [hidden_state_loss(s, t, proj, kind=d.feature_loss)
+              for s, t, proj in zip(student_states, teacher_states, stage.projectors)]  # fmt: skip
+    return torch.stack(losses).mean(0)
 
 
 def distill_update(stage: DistillStage, batches: Sequence[MicroBatch], teachers: Sequence[TeacherTokens],
@@ -93,8 +114,9 @@ def distill_update(stage: DistillStage, batches: Sequence[MicroBatch], teachers:
     denominator = stage.objective.denominator([mb.loss_mask for mb in batches])
     acc = Accumulator()
     for mb, t in zip(batches, teachers):
-        logprobs, topk, argmax = student_forward(stage.model, mb, t.topk_ids, temperature=temperature,
-                                                 autocast=stage.autocast)  # fmt: skip
+        layers = [s for s, _ in d.layer_map] if d.feature_weight else []
+        logprobs, topk, argmax, states = student_forward(stage.model, mb, t.topk_ids, temperature=temperature,
+                                                         autocast=stage.autocast, layers=layers)  # fmt: skip
         adv = mb.advantages
         if stage.sampled:  # on-policy: log T(y) - log S(y) per token (+ the reward's sequence advantage)
             adv = d.kl_weight * (t.logprobs - logprobs.detach()) + d.reward_weight * mb.advantages[:, None]
@@ -104,12 +126,16 @@ def distill_update(stage: DistillStage, batches: Sequence[MicroBatch], teachers:
                         teacher_logprobs=t.logprobs, teacher_topk_ids=t.topk_ids, teacher_topk_logprobs=t.topk_logprobs,
                         topk_logprobs=topk)  # fmt: skip
         loss, metrics = stage.objective(x, denominator)
+        if d.feature_weight:  # the feature term, under the same global denominator
+            feat = feature_loss(stage, mb, states)
+            loss = loss + d.feature_weight * aggregate(feat, mb.loss_mask, "token_mean", denominator=denominator)
+            metrics["distill/feature_loss"] = masked_mean(feat, mb.loss_mask)
         loss.backward()
         metrics["distill/top1_agreement"] = masked_mean((argmax == t.topk_ids[..., 0]).float(), mb.loss_mask)
         acc.add(metrics, weight=float(mb.loss_mask.sum()), loss=float(loss.detach()))
     out: dict[str, Any] = acc.result()
     out["tokens"] = int(sum(int(mb.loss_mask.sum()) for mb in batches))
-    out.update(apply_gradients(stage.model, stage.optim, stage.config.optim.grad_clip, lr,
+    out.update(apply_gradients(stage.trainable, stage.optim, stage.config.optim.grad_clip, lr,
                                finite_loss=bool(torch.isfinite(torch.tensor(out["loss"])))))  # fmt: skip
     return out
 
@@ -128,11 +154,16 @@ class DistillStage:
     cursor: DataCursor[Any]
     objective: Objective
     collect: Any = None
+    projectors: nn.ModuleList = field(default_factory=nn.ModuleList)  # feature matching: one per layer pair
     autocast: bool = False
     top_k: int = 1
     opt_step: int = 0
     warnings: list[str] = field(default_factory=list)
     kind: str = "distill"
+
+    @property
+    def trainable(self) -> nn.Module:  # what the optimizer steps and the gradient clip covers
+        return nn.ModuleList([self.model, self.projectors]) if len(self.projectors) else self.model
 
     @property
     def on_policy(self) -> bool:
@@ -177,9 +208,11 @@ class DistillStage:
         return metrics
 
     def state_dict(self) -> dict[str, Any]:
-        return {"opt_step": self.opt_step, "optimizer": self.optim.state_dict(), "cursor": self.cursor.state_dict()}
+        return {"opt_step": self.opt_step, "optimizer": self.optim.state_dict(), "cursor": self.cursor.state_dict(),
+                "projectors": self.projectors.state_dict()}  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.projectors.load_state_dict(state.get("projectors", {}))
         self.opt_step = state["opt_step"]
         self.optim.load_state_dict(state["optimizer"])
         self.cursor.load_state_dict(state["cursor"])
@@ -243,6 +276,24 @@ def _file_teacher(config: DistillConfig, samples: Sequence[Any], tokenizer: Any,
     return store.reader(vocab=vocab_digest(tokenizer))
 
 
+def _projectors(config: DistillConfig, model: nn.Module, teacher: Any) -> nn.ModuleList:
+    """One learned linear map (student width -> teacher width) per layer pair, seeded by model.seed."""
+    d = config.distill
+    if not d.feature_weight:
+        return nn.ModuleList()
+    teacher_model = getattr(teacher, "model", None)
+    if teacher_model is None:
+        raise ConfigError("distill.feature_weight > 0 needs a resident teacher model (its hidden states)")
+    layers_s, layers_t = model.config.num_hidden_layers + 1, teacher_model.config.num_hidden_layers + 1
+    bad = [(s, t) for s, t in d.layer_map if not (-layers_s <= s < layers_s and -layers_t <= t < layers_t)]
+    if bad:
+        raise ConfigError(f"distill.layer_map: {bad} out of range: the student has hidden states 0..{layers_s - 1}, "
+                          f"the teacher 0..{layers_t - 1} (0 = embeddings; negative counts from the last)")  # fmt: skip
+    with torch.random.fork_rng():
+        torch.manual_seed(config.model.seed)
+        return nn.ModuleList(Projector(model.config.hidden_size, teacher_model.config.hidden_size) for _ in d.layer_map)
+
+
 def build_distill_stage(config: DistillConfig, *, model: nn.Module | None = None, tokenizer: Any = None,
                         task: Any = None, teacher: Any = None, engine: Any = None, collect: Any = None) -> DistillStage:  # fmt: skip
     if model is None:
@@ -269,10 +320,12 @@ def build_distill_stage(config: DistillConfig, *, model: nn.Module | None = None
         if collect is None:
             from rlvr.rollout import collect
     build.set_attention(model, config.model.attn_implementation)
+    projectors = _projectors(config, model, teacher)
+    trainable = nn.ModuleList([model, projectors]) if len(projectors) else model
     stage = DistillStage(config=config, model=model, tokenizer=tokenizer, task=task, teacher=teacher, engine=engine,
-                         optim=build_optimizer(model, config.optim), cursor=DataCursor(items, config.run.seed),
-                         objective=build_distill_objective(config), collect=collect, autocast=autocast,
-                         top_k=top_k)  # fmt: skip
+                         optim=build_optimizer(trainable, config.optim), cursor=DataCursor(items, config.run.seed),
+                         objective=build_distill_objective(config), collect=collect, projectors=projectors,
+                         autocast=autocast, top_k=top_k)  # fmt: skip
     if dropped:
         stage.warnings.append(f"{dropped} prompts or pairs did not fit their length limit and were dropped")
     return stage

@@ -148,3 +148,20 @@ def test_topk_store_refuses_another_vocabulary_or_a_larger_k(tmp_path):
         again.reader(vocab="v2")
     with pytest.raises(DataError, match="use a new file"):
         again.fill(Teacher(), [((1,), (2,))], temperature=1.0, top_k=3, vocab="v2")
+
+
+def test_feature_distillation_through_a_projector_lowers_the_feature_loss(tmp_path):
+    """A 1m student (width 128) matches layers of a 5m teacher (width 256) through learned projectors."""
+    data = _cfg(tmp_path / "f", steps=6, mode="logit", feature_weight=1.0, layer_map=[[2, 3], [-1, -1]]).model_dump(mode="json")
+    data["teacher"]["preset"] = "5m"
+    data["optim"]["lr"] = 1e-3
+    result = train(parse_config(data, kind="distill"))
+    feat = [r["distill/feature_loss"] for r in _rows(tmp_path / "f")]
+    assert feat[-1] < 0.7 * feat[0], feat
+    state = torch.load(result.checkpoint / "trainer_state.pt", weights_only=False)
+    shapes = [tuple(v.shape) for v in state["projectors"].values()]
+    assert shapes == [(256, 128), (256, 128)]
+    data["distill"]["layer_map"] = [[9, 0]]
+    data["run"]["out_dir"] = str(tmp_path / "bad")
+    with pytest.raises(ConfigError, match="layer_map"):
+        train(parse_config(data, kind="distill"))
