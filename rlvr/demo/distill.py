@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from rlvr.config import parse_config
+from rlvr.data.io import write_json as write_any_json
 from rlvr.demo.plan import DemoPlan, rl_config, sft_config
 from rlvr.demo.run import _check_out_dir, _quiet_threads, _stopped, held_out_eval, write_json
 from rlvr.distill.rejection import RejectionSettings, rejection_sample, write_sft_rows
@@ -106,6 +107,15 @@ def _seed_cfg(cfg: Any, seed: int) -> Any:
     return parse_config(data, kind=cfg.kind)
 
 
+def _eval(model: Any, tok: Any, task: Any, plan: DemoPlan, seed: int, path: Path) -> dict[str, float]:
+    """The R1 demo's held-out evaluation; its file then names the task seed actually used (TASK_SEED)."""
+    metrics = held_out_eval(model, tok, task, plan, seed, path)
+    saved = json.loads(path.read_text())
+    saved["config"]["task_kwargs"]["seed"] = TASK_SEED
+    write_any_json(path, saved)  # NaN-tolerant like the evaluation file itself
+    return metrics
+
+
 def teacher(plan: DistillPlan, cache: Path, progress: bool, say: Any) -> tuple[Path, Path, dict[str, Any]]:
     """(teacher model dir, traces.jsonl, teacher info) from the cache, training them on a miss."""
     root = cache / plan.teacher_key()
@@ -125,7 +135,7 @@ def teacher(plan: DistillPlan, cache: Path, progress: bool, say: Any) -> tuple[P
                           tokenizer=tok, task=task), "teacher grpo", root)  # fmt: skip
     model.eval().save_pretrained(root / "model")
     tok.save_pretrained(root / "model")
-    evals = held_out_eval(model, tok, task, base, 0, root / "eval.json")
+    evals = _eval(model, tok, task, base, 0, root / "eval.json")
     say(f"teacher: held-out pass@1 {evals['pass@1']:.1%}; rejection sampling {plan.traces_k} per train prompt")
     stop = (tok.eos_token_id,)
     result = rejection_sample(
@@ -178,13 +188,13 @@ def one_seed(plan: DistillPlan, out: Path, seed: int, teacher_dir: Path, traces:
     say(f"seed {seed}: student {plan.student_preset} SFT cold start, {plan.student_sft_steps} steps")
     _stopped(train_sft(_seed_cfg(sft_config(b, out / "start", seed, progress=progress), seed), model=start,
                        tokenizer=tok, task=task), "student sft", out)  # fmt: skip
-    row: dict[str, Any] = {"start": held_out_eval(start.eval(), tok, task, b, seed, out / "eval" / "start.json")}
+    row: dict[str, Any] = {"start": _eval(start.eval(), tok, task, b, seed, out / "eval" / "start.json")}
     for arm in ARMS:
         t0 = time.perf_counter()
         model = copy.deepcopy(start).train()
         config = _arm_config(arm, plan, out / arm, seed, teacher_dir, traces, progress)
         _stopped(TRAIN[arm](config, model=model, tokenizer=tok, task=task), arm, out)
-        metrics = held_out_eval(model.eval(), tok, task, b, seed, out / "eval" / f"{arm}.json")
+        metrics = _eval(model.eval(), tok, task, b, seed, out / "eval" / f"{arm}.json")
         row[arm] = {**metrics, "trained_tokens": _trained_tokens(out / arm), "seconds": round(time.perf_counter() - t0, 1)}
         say(f"seed {seed}: {arm}: pass@1 {metrics['pass@1']:.1%} (start {row['start']['pass@1']:.1%})")
     return row
