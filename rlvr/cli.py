@@ -45,6 +45,15 @@ def _print_resolved(config: Any) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if args.recipe == "distill":
+        from rlvr.demo.distill import run_distill_demo
+
+        seeds = tuple(args.seeds) if args.seeds else (args.seed,)
+        cache = Path(args.teacher_cache) if args.teacher_cache else None
+        run_distill_demo(Path(args.out), seeds, quick=args.quick, threads=args.threads, teacher_cache=cache)
+        return 0
+    if args.seeds or args.teacher_cache:
+        raise UserError("--seeds and --teacher-cache belong to --recipe distill")
     from rlvr.demo import run_demo
 
     run_demo(Path(args.out), seed=args.seed, quick=args.quick, threads=args.threads)
@@ -118,6 +127,17 @@ def _ks(text: str) -> list[int]:
     if not ks or min(ks) < 1:
         raise argparse.ArgumentTypeError(f"expected integers >= 1 like 1,4,16, got {text!r}")
     return ks
+
+
+def _ks_any(text: str) -> list[int]:
+    """argparse type for --seeds: comma-separated integers (>= 0)."""
+    try:
+        values = [int(k) for k in text.split(",") if k.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 0,1,2, got {text!r}") from None
+    if not values or min(values) < 0 or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"expected distinct integers >= 0 like 0,1,2, got {text!r}")
+    return values
 
 
 def _positive(text: str) -> int:
@@ -218,6 +238,47 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _distill_collect(args: argparse.Namespace) -> int:
+    from rlvr.pipeline import rejection_sample_dir
+
+    task = _make_task(args)
+    if args.max_per_prompt is not None and args.max_per_prompt < 1:
+        raise UserError("--max-per-prompt must be >= 1")
+    summary = rejection_sample_dir(args.teacher, task, out=args.out, k=args.k, select=args.select,
+                                   max_per_prompt=args.max_per_prompt, require_format=not args.no_format,
+                                   near_duplicate_threshold=args.near_dup, split=args.split, limit=args.limit,
+                                   temperature=args.temperature, max_new_tokens=args.max_new_tokens,
+                                   cache=args.cache, seed=args.seed, chat_template=args.chat_template)  # fmt: skip
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _add_distill_parser(sub: Any, common: list[argparse.ArgumentParser]) -> None:
+    distill = sub.add_parser("distill", parents=common, help="distillation data: rejection sampling from a teacher")
+    dsub = distill.add_subparsers(dest="distill_command", required=True)
+    p = dsub.add_parser("collect", parents=common, help="the teacher samples k per prompt; verified-correct, "
+                        "deduplicated completions become an SFT JSONL with provenance (resumable with --cache)")  # fmt: skip
+    p.add_argument("--teacher", required=True, help="HF model directory, rlvr checkpoint, or run directory (last checkpoint)")
+    p.add_argument("--task", required=True)
+    p.add_argument("--task-kwargs", type=_json_object, default=None, metavar="JSON", help="the task's kwargs")
+    p.add_argument("--out", required=True, help="SFT rows (.jsonl; prompt / completion + provenance)")
+    p.add_argument("--k", type=_positive, default=8, help="samples per prompt (default 8)")
+    p.add_argument("--select", choices=("all", "shortest"), default="all",
+                   help="keep every correct sample, or the shortest first (default: all)")  # fmt: skip
+    p.add_argument("--max-per-prompt", type=int, default=None, help="at most M rows per prompt")
+    p.add_argument("--near-dup", type=float, default=None, metavar="JACCARD",
+                   help="also drop near-duplicate completions of one prompt (MinHash, e.g. 0.8)")  # fmt: skip
+    p.add_argument("--no-format", action="store_true", help="keep correct answers whatever their format score")
+    p.add_argument("--split", default="train", choices=("train", "test"))
+    p.add_argument("--limit", type=_positive, default=None, help="the first N prompts only")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--max-new-tokens", type=_positive, default=256)
+    p.add_argument("--cache", default=None, help="sample cache JSONL (a rerun continues from it)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--chat-template", action="store_true", help="render prompts with the tokenizer's chat template")
+    p.set_defaults(func=_distill_collect)
+
+
 def _common() -> argparse.ArgumentParser:
     """Flags every subcommand takes (SUPPRESS: a subcommand does not reset the top-level value)."""
     common = argparse.ArgumentParser(add_help=False)
@@ -241,6 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--threads", type=_positive, default=None, help="torch threads (default: one per core; 1 on a busy machine)"
     )
+    p.add_argument("--recipe", choices=("r1", "distill"), default="r1",
+                   help="r1: SFT then GRPO (default); distill: R1's distillation finding, three arms (RL on the "
+                   "student, SFT on teacher traces, on-policy distillation)")  # fmt: skip
+    p.add_argument("--seeds", type=_ks_any, default=None, help="--recipe distill: comma-separated seeds (e.g. 0,1,2)")
+    p.add_argument("--teacher-cache", default=None,
+                   help="--recipe distill: where the trained teacher is kept and reused (default: OUT/teacher_cache)")  # fmt: skip
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("init-model", parents=common, help="build the embedded tiny model (nothing downloaded)")
@@ -305,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="write one scored JSON row per input row here")
     p.set_defaults(func=_verify)
 
+    _add_distill_parser(sub, common)
     from rlvr.data.cli import add_data_parser  # light: its heavy imports wait for a data command
 
     add_data_parser(sub)

@@ -50,6 +50,7 @@ class TokenInputs:
     teacher_logprobs: Tensor | None = None  # distillation (sampled token)
     teacher_topk_ids: Tensor | None = None  # [B, T, K]
     teacher_topk_logprobs: Tensor | None = None  # [B, T, K]
+    topk_logprobs: Tensor | None = None  # [B, T, K] the student's at teacher_topk_ids (differentiable)
     values: Tensor | None = None  # critic (PPO with a value model)
     old_values: Tensor | None = None
     returns: Tensor | None = None

@@ -10,6 +10,7 @@ Cross-field checks run at load time and raise `ConfigError` naming the key and t
 
 from __future__ import annotations
 
+from rlvr.config.distill import DistillConfig
 from rlvr.config.load import ConfigError, apply_overrides, load_config, parse_config, save_config
 from rlvr.config.runs import STAGES, Config, DPOConfig, PPOConfig, RewardModelConfig, RLConfig, SFTConfig
 from rlvr.config.sections import (
@@ -34,6 +35,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DPOConfig",
+    "DistillConfig",
     "EngineConfig",
     "EvalConfig",
     "ModelConfig",

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rlvr.config.distill import DistillConfig
 from rlvr.config.parallel import ParallelConfig
 from rlvr.config.parts import (
     GROUP_RELATIVE,
@@ -309,8 +310,9 @@ def _schedule_problems(o: Any, total_steps: int) -> list[str]:
     return []
 
 
-Config = RLConfig | SFTConfig | DPOConfig | RewardModelConfig | PPOConfig
+Config = RLConfig | SFTConfig | DPOConfig | RewardModelConfig | PPOConfig | DistillConfig
 STAGES: dict[str, type[BaseModel]] = {"rl": RLConfig, "sft": SFTConfig, "dpo": DPOConfig,
-                                      "reward_model": RewardModelConfig, "ppo": PPOConfig}  # fmt: skip
+                                      "reward_model": RewardModelConfig, "ppo": PPOConfig,
+                                      "distill": DistillConfig}  # fmt: skip
 # kinds the stage design has room for; a config naming one gets told where it stands
-PLANNED_STAGES = {"distill": "the distillation stage"}
+PLANNED_STAGES: dict[str, str] = {}

@@ -62,7 +62,9 @@ def _section(sid: str, title: str, body: str) -> tuple[str, str, str]:
 
 def _evaluation(run: RunData) -> str:
     parts = []
-    if run.summary is not None:
+    if run.summary is not None and isinstance(run.summary.get("arms"), dict):  # `rlvr demo --recipe distill`
+        parts.append("<h3>Arms, held-out (summary.json)</h3>" + sections.arms_table(run.summary["arms"]))
+    elif run.summary is not None:
         parts.append("<h3>Before / after (summary.json)</h3>" + sections.summary_table(run.summary))
     if run.evals:
         parts.append("<h3>Evaluation files (eval/*.json)</h3>" + sections.evals_table(run.evals))

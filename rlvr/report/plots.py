@@ -255,6 +255,7 @@ PANELS: tuple[tuple[str, str, str, Callable[[Metrics], list[str]], Callable, flo
     ("kl_control", "KL coefficient", "beta (adaptive KL moves it toward the target) and the KL per sequence it reads.", _present("kl/beta", "kl/per_sequence", "kl/reward_penalty"), _simple("nats / beta"), 3.0),
     ("value", "Critic (PPO)", "Value loss, explained variance (1 - Var[R - V] / Var[R]; 1 is a perfect critic) and the value clip fraction.", _present("value/loss", "value/explained_variance", "value/clip_frac"), _simple("value"), 3.2),
     ("value_dist", "Values, returns and raw advantages (PPO)", "Per-token means over valid tokens, before advantage whitening.", _present("values/mean", "returns/mean", "adv_raw/mean", "adv_raw/std"), _simple("per token"), 3.2),
+    ("distill", "Distillation", "Per-token KL to the teacher (distill/kl over its top-k; distill/kl_sampled: log S - log T at the student's samples) and how often the student's top-1 token is the teacher's.", _prefix("distill/"), _simple("nats / fraction"), 3.2),
     ("preference", "Implicit rewards (DPO / reward model)", "Mean reward of chosen and rejected completions, their margin, and preference accuracy.", _present("rewards/chosen", "rewards/rejected", "rewards/margin", "rewards/accuracy"), _simple("reward"), 3.2),
 )  # fmt: skip
 

@@ -80,6 +80,24 @@ def summary_table(summary: dict[str, Any]) -> str:
     return table + (f"<p class='muted'>{' · '.join(extras)}</p>" if extras else "")
 
 
+def arms_table(arms: dict[str, Any]) -> str:
+    """The distill recipe's arms (summary.json "arms"): held-out pass@1 mean ± standard error over seeds."""
+    rows = []
+    for arm, a in arms.items():
+        cells = []
+        for key in ("pass@1", "greedy_pass@1"):
+            m = a.get(key) if isinstance(a.get(key), dict) else {}
+            mean, se = as_float(m.get("mean")), as_float(m.get("se"))
+            cells.append("—" if mean is None else f"{mean * 100:.1f}%" + ("" if se is None else f" ± {se * 100:.1f}"))
+        seeds = a.get("per_seed") if isinstance(a.get("per_seed"), dict) else {}
+        per = " ".join(f"{esc(s)}: {v * 100:.1f}%" for s, v in seeds.items() if as_float(v) is not None)
+        tokens = as_float(a.get("trained_tokens"))
+        rows.append(f"<tr><th>{esc(arm)}</th><td>{cells[0]}</td><td>{cells[1]}</td>"
+                    f"<td>{'—' if tokens is None else f'{tokens:,.0f}'}</td><td>{per}</td></tr>")  # fmt: skip
+    return ("<table class='num'><thead><tr><th>arm</th><th>pass@1 (mean ± se)</th><th>greedy pass@1</th>"
+            f"<th>trained tokens</th><th>per seed</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")  # fmt: skip
+
+
 def _metric_cell(raw: Any) -> str:
     if isinstance(raw, dict):
         value, stderr = as_float(raw.get("value")), as_float(raw.get("stderr"))

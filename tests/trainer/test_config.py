@@ -9,6 +9,7 @@ import pytest
 
 from rlvr.config import (
     ConfigError,
+    DistillConfig,
     DPOConfig,
     PPOConfig,
     RLConfig,
@@ -124,7 +125,7 @@ def test_kinds_and_mixtures():
         _ = mix.task
     assert parse_config(TASK).task.name == "sort"
     assert "not both" in _error({**TASK, "tasks": [{"name": "sort"}]})
-    assert "not available yet" in _error({"kind": "distill"})
+    assert "needs a [task]" in _error({"kind": "distill"})  # on_policy (the default mode) samples its prompts
     assert "kind = 'a2c'" in _error({"kind": "a2c"})
 
 
@@ -176,7 +177,7 @@ def test_save_config_roundtrip(tmp_path):
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_every_example_loads(path):
     cfg = load_config(path)
-    assert isinstance(cfg, RLConfig | SFTConfig | DPOConfig | PPOConfig)
+    assert isinstance(cfg, RLConfig | SFTConfig | DPOConfig | PPOConfig | DistillConfig)
     if cfg.model.path is None:  # the local-checkpoint example points at a directory made by init-model
         validate(cfg)
 
