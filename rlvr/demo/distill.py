@@ -79,10 +79,10 @@ class DistillPlan:
 DISTILL_PLANS = {
     "full": DistillPlan(),
     "quick": DistillPlan(
-        base=DemoPlan(task_kwargs={"digits": 2, "ops": "+"}, n_train=400, n_test=50, sft_steps=300, rl_steps=0,
-                      max_new_tokens=40, rl_eval_every=0, eval_samples=4, group_size=4, prompts_per_step=8,
+        base=DemoPlan(task_kwargs={"digits": 2, "ops": "+"}, n_train=200, n_test=32, sft_steps=150, rl_steps=0,
+                      max_new_tokens=40, rl_eval_every=0, eval_samples=2, group_size=4, prompts_per_step=8,
                       micro_batch_size=32),
-        teacher_sft_steps=300, teacher_rl_steps=10, student_sft_steps=300, arm_steps=8, traces_k=2,
+        teacher_sft_steps=200, teacher_rl_steps=3, student_sft_steps=150, arm_steps=4, traces_k=2,
         traces_per_prompt=1,
     ),
 }
