@@ -36,7 +36,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from rlvr.models.precision import engine_dtype
-from rlvr.rollout.backends import FastLlamaBackend, HFCacheBackend, fast_path_supported, prefill_mask
+from rlvr.rollout.backends import FastLlamaBackend, HFCacheBackend, fast_path_supported
 from rlvr.rollout.base import SamplingParams, TokenScores, decode_completion
 from rlvr.rollout.fused import FusedLlama
 from rlvr.rollout.sampling import sample_next
@@ -282,11 +282,10 @@ class HFEngine:
         return out
 
     def _hidden(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        # The model's own forward, not the fused decode path: a row's scores must not depend on which other
+        # rows share its batch (the fused matmuls round by batch shape in fp32), or reference / teacher
+        # caches rebuilt after a resume would score differently and resume would not be bitwise.
         pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
-        if self.fast:
-            fast = FastLlamaBackend(self.model, self._fused_weights())
-            fast.prepare(int(pos.max()) + 1, torch.empty(0, dtype=self.model_dtype, device=self.device))
-            return fast.forward(ids, pos, prefill_mask(mask), None, 0), self.model.lm_head
         out = self.model.model(input_ids=ids, attention_mask=mask.long(), position_ids=pos)
         return out.last_hidden_state, self.model.get_output_embeddings()
 

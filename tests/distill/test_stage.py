@@ -120,7 +120,7 @@ def test_offline_kd_from_precomputed_topk_needs_no_resident_teacher(tmp_path, mo
     losses = [[r["loss"] for r in _rows(tmp_path / d)] for d in ("resident", "fill", "read")]
     assert losses[1] == losses[2]  # the file is read back exactly
     # the resident teacher scores per micro-batch (other padding): equal up to float rounding
-    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)  # other batch shapes round differently in fp32
 
 
 def test_topk_store_refuses_another_vocabulary_or_a_larger_k(tmp_path):
