@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from rlvr.data.io import DataError, read_rows, write_rows
+from rlvr.data.io import read_append_log, read_rows, write_rows
 from rlvr.rollout.base import Engine, SamplingParams
 from rlvr.rollout.collect import collect
 from rlvr.tasks.base import Task
@@ -131,31 +131,12 @@ class PassCache:
 
     def _load(self) -> None:
         assert self.path is not None
-        data = self.path.read_bytes()
-        good_end = pos = 0
-        while pos < len(data):
-            nl = data.find(b"\n", pos)
-            end = len(data) if nl < 0 else nl + 1
-            try:
-                row = json.loads(data[pos:end])
-                key, correct = row["key"], [bool(c) for c in row["correct"]]
-            except (ValueError, KeyError, TypeError) as err:
-                if end == len(data):  # the last line: a write cut short by a crash
-                    break
-                line = data.count(b"\n", 0, pos) + 1
-                raise DataError(
-                    f"{self.path}:{line}: not a pass-rate cache entry ({err}); delete the file to start over"
-                ) from err
-            if nl < 0:  # parseable but unterminated: rewrite it with the next append
-                break
-            self.records[key] = correct
-            good_end = pos = end
-        if good_end < len(data):
-            with open(self.path, "r+b") as f:
-                f.truncate(good_end)
+        rows = read_append_log(self.path, lambda row: (row["key"], [bool(c) for c in row["correct"]]),
+                               "a pass-rate cache entry", "delete the file to start over")  # fmt: skip
+        self.records.update(rows)
 
 
-def _settings_hash(params: SamplingParams, **extra: Any) -> str:
+def settings_hash(params: SamplingParams, **extra: Any) -> str:
     settings = {k: v for k, v in params.as_dict().items() if k not in ("n", "seed")}
     blob = json.dumps({**settings, **extra}, sort_keys=True, default=list)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -197,7 +178,7 @@ def filter_by_difficulty(
     params = replace(params or SamplingParams(), n=k)
     grader = _grading_view(task) if chat_template else task
     cache = PassCache(cache_path)
-    settings = _settings_hash(params, chat_template=chat_template, seed=seed)
+    settings = settings_hash(params, chat_template=chat_template, seed=seed)
     fp = engine.fingerprint()
     keys = [json.dumps([fp, task.name, ex.id, k, settings]) for ex in examples]
     todo = [(ex, key) for ex, key in zip(examples, keys) if key not in cache.records]

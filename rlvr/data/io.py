@@ -14,13 +14,14 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rlvr.tasks.files import DATA_EXTRA, DatasetError, read_hf, read_jsonl
 
 FORMATS = ("jsonl", "parquet", "hf")
+T = TypeVar("T")
 PARQUET_BATCH = 4096
 
 
@@ -289,3 +290,33 @@ class RowSource:
         self.n_skipped += 1
         if len(self.skipped) < 20:
             self.skipped.append(str(err))
+
+
+def read_append_log(path: Path, parse: Callable[[Any], T], what: str, remedy: str) -> list[T]:
+    """The records of an append-only JSONL cache, `parse(row)` for each complete line, in order.
+
+    A last line cut short by a crash (unparseable, or parseable but without its newline) is dropped and
+    truncated from the file, so the next append starts on a clean line; any other bad line is a
+    `DataError` naming `path:line`, saying it is not `what`, and `remedy`.
+    """
+    data = path.read_bytes()
+    records: list[T] = []
+    good_end = pos = 0
+    while pos < len(data):
+        nl = data.find(b"\n", pos)
+        end = len(data) if nl < 0 else nl + 1
+        try:
+            record = parse(json.loads(data[pos:end]))
+        except (ValueError, KeyError, TypeError) as err:
+            if end == len(data):  # the last line: a write cut short by a crash
+                break
+            line = data.count(b"\n", 0, pos) + 1
+            raise DataError(f"{path}:{line}: not {what} ({err}); {remedy}") from err
+        if nl < 0:  # parseable but unterminated: rewritten by the next append
+            break
+        records.append(record)
+        good_end = pos = end
+    if good_end < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(good_end)
+    return records

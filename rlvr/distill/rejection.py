@@ -27,7 +27,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from rlvr.data.io import DataError, write_rows
+from rlvr.data.difficulty import settings_hash
+from rlvr.data.io import read_append_log, write_rows
 from rlvr.rollout.base import Engine, SamplingParams
 from rlvr.rollout.collect import collect
 from rlvr.types import Example, Group, Score
@@ -95,32 +96,9 @@ class SampleCache:
 
     def _load(self) -> None:
         assert self.path is not None
-        data = self.path.read_bytes()
-        good_end = pos = 0
-        while pos < len(data):
-            nl = data.find(b"\n", pos)
-            end = len(data) if nl < 0 else nl + 1
-            try:
-                row = json.loads(data[pos:end])
-                key, samples = row["key"], list(row["samples"])
-            except (ValueError, KeyError, TypeError) as err:
-                if end == len(data):  # the last line: a write cut short by a crash
-                    break
-                line = data.count(b"\n", 0, pos) + 1
-                raise DataError(f"{self.path}:{line}: not a rejection-sampling cache entry ({err}); "
-                                "delete the file to start over") from err  # fmt: skip
-            if nl < 0:
-                break
-            self.records[key] = samples
-            good_end = pos = end
-        if good_end < len(data):
-            with open(self.path, "r+b") as f:
-                f.truncate(good_end)
-
-
-def _settings_hash(params: SamplingParams, **extra: Any) -> str:
-    settings = {k: v for k, v in params.as_dict().items() if k not in ("n", "seed")}
-    return hashlib.sha256(json.dumps({**settings, **extra}, sort_keys=True, default=list).encode()).hexdigest()[:16]
+        rows = read_append_log(self.path, lambda row: (row["key"], list(row["samples"])),
+                               "a rejection-sampling cache entry", "delete the file to start over")  # fmt: skip
+        self.records.update(rows)
 
 
 def _batch_seed(seed: int, example_id: str) -> int:
@@ -184,7 +162,7 @@ def rejection_sample(
     params = replace(params or SamplingParams(), n=settings.k)
     cache = SampleCache(cache_path)
     fp = teacher_fingerprint or engine.fingerprint()
-    digest = _settings_hash(params, chat_template=chat_template, seed=seed)
+    digest = settings_hash(params, chat_template=chat_template, seed=seed)
     keys = [json.dumps([fp, task.name, ex.id, settings.k, digest]) for ex in examples]
     todo = [(ex, key) for ex, key in zip(examples, keys) if key not in cache.records]
     for start in range(0, len(todo), batch_size):

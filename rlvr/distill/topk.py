@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rlvr.data.io import DataError
+from rlvr.data.io import DataError, read_append_log
 from rlvr.rollout.base import TokenScores
 
 __all__ = ["TopKReader", "TopKStore", "pair_key", "vocab_digest"]
@@ -89,30 +89,12 @@ class TopKStore:
             os.fsync(f.fileno())
 
     def _load(self) -> None:
-        data = self.path.read_bytes()
-        good_end = pos = 0
-        while pos < len(data):
-            nl = data.find(b"\n", pos)
-            end = len(data) if nl < 0 else nl + 1
-            try:
-                row = json.loads(data[pos:end])
-                if "header" in row:
-                    self.header = dict(row["header"])
-                else:
-                    self.rows[row["key"]] = TokenScores(tuple(row["logprobs"]), tuple(map(tuple, row["top_ids"])),
-                                                        tuple(map(tuple, row["top_logprobs"])))  # fmt: skip
-            except (ValueError, KeyError, TypeError) as err:
-                if end == len(data):
-                    break
-                line = data.count(b"\n", 0, pos) + 1
-                raise DataError(f"{self.path}:{line}: not a teacher top-k row ({err}); delete the file to "
-                                "recompute it") from err  # fmt: skip
-            if nl < 0:
-                break
-            good_end = pos = end
-        if good_end < len(data):
-            with open(self.path, "r+b") as f:
-                f.truncate(good_end)
+        rows = read_append_log(self.path, _topk_record, "a teacher top-k row", "delete the file to recompute it")
+        for key, value in rows:
+            if key is None:
+                self.header = value
+            else:
+                self.rows[key] = value
 
 
 class TopKReader:
@@ -141,3 +123,11 @@ class TopKReader:
 
     def fingerprint(self) -> str:
         return f"topk-file:{self.store.path}"
+
+
+def _topk_record(row: Any) -> tuple[Any, Any]:
+    """(None, header) or (key, the teacher's TokenScores) for one line of the top-k file."""
+    if "header" in row:
+        return None, dict(row["header"])
+    return row["key"], TokenScores(tuple(row["logprobs"]), tuple(map(tuple, row["top_ids"])),
+                                   tuple(map(tuple, row["top_logprobs"])))  # fmt: skip
