@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from rlvr.cli_args import json_object, ks, ks_any, make_task, positive
+from rlvr.cli_distill import add_distill_parser
 from rlvr.errors import Stopped, UserError
 
 # argparse choices that need no heavy import (kept equal to rlvr.models.tiny.PRESETS by a test)
@@ -107,69 +109,13 @@ def _train(args: argparse.Namespace, kind: str | None) -> int:
     return 0 if result.status == "completed" else 1
 
 
-def _json_object(text: str) -> dict:
-    """argparse type for --task-kwargs: a JSON object, or a message that says what is wrong."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg} at column {exc.colno}): {text!r}") from exc
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a JSON object like '{{\"length\": 3}}', got {text!r}")
-    return value
-
-
-def _ks(text: str) -> list[int]:
-    """argparse type for --k: comma-separated positive integers."""
-    try:
-        ks = [int(k) for k in text.split(",") if k.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,4,16, got {text!r}") from None
-    if not ks or min(ks) < 1:
-        raise argparse.ArgumentTypeError(f"expected integers >= 1 like 1,4,16, got {text!r}")
-    return ks
-
-
-def _ks_any(text: str) -> list[int]:
-    """argparse type for --seeds: comma-separated integers (>= 0)."""
-    try:
-        values = [int(k) for k in text.split(",") if k.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 0,1,2, got {text!r}") from None
-    if not values or min(values) < 0 or len(set(values)) != len(values):
-        raise argparse.ArgumentTypeError(f"expected distinct integers >= 0 like 0,1,2, got {text!r}")
-    return values
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _make_task(args: argparse.Namespace) -> Any:
-    """The task --task / --task-kwargs name; a bad name or kwarg is the user's (exit 2), naming the flag."""
-    from rlvr.tasks import make_task
-
-    try:
-        return make_task(args.task, **(args.task_kwargs or {}))
-    except UserError:
-        raise
-    except (ValueError, TypeError) as exc:
-        flags = f"--task {args.task}" + (f" --task-kwargs '{json.dumps(args.task_kwargs)}'" if args.task_kwargs else "")
-        raise UserError(f"{flags}: {exc}") from exc
-
-
 def _eval(args: argparse.Namespace) -> int:
     from rlvr.models.load import check_model_dir
 
     check_model_dir(args.model, what="--model")
     if max(args.k) > args.n and not args.greedy:
         raise UserError(f"--k {','.join(map(str, args.k))}: every k must be <= --n {args.n} (samples per problem)")
-    task = _make_task(args)  # a bad name or kwarg fails here, before the model loads
+    task = make_task(args)  # a bad name or kwarg fails here, before the model loads
     if args.split not in ("train", "test"):
         raise UserError(f"--split {args.split!r}: choose train or test")
     try:
@@ -233,50 +179,9 @@ def _report(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from rlvr.tasks.verify import verify_file
 
-    summary = verify_file(_make_task(args), args.file, output=args.out, prefix=args.prefix)
+    summary = verify_file(make_task(args), args.file, output=args.out, prefix=args.prefix)
     print(json.dumps(summary, indent=2))
     return 0
-
-
-def _distill_collect(args: argparse.Namespace) -> int:
-    from rlvr.pipeline import rejection_sample_dir
-
-    task = _make_task(args)
-    if args.max_per_prompt is not None and args.max_per_prompt < 1:
-        raise UserError("--max-per-prompt must be >= 1")
-    summary = rejection_sample_dir(args.teacher, task, out=args.out, k=args.k, select=args.select,
-                                   max_per_prompt=args.max_per_prompt, require_format=not args.no_format,
-                                   near_duplicate_threshold=args.near_dup, split=args.split, limit=args.limit,
-                                   temperature=args.temperature, max_new_tokens=args.max_new_tokens,
-                                   cache=args.cache, seed=args.seed, chat_template=args.chat_template)  # fmt: skip
-    print(json.dumps(summary, indent=2))
-    return 0
-
-
-def _add_distill_parser(sub: Any, common: list[argparse.ArgumentParser]) -> None:
-    distill = sub.add_parser("distill", parents=common, help="distillation data: rejection sampling from a teacher")
-    dsub = distill.add_subparsers(dest="distill_command", required=True)
-    p = dsub.add_parser("collect", parents=common, help="the teacher samples k per prompt; verified-correct, "
-                        "deduplicated completions become an SFT JSONL with provenance (resumable with --cache)")  # fmt: skip
-    p.add_argument("--teacher", required=True, help="HF model directory, rlvr checkpoint, or run directory (last checkpoint)")
-    p.add_argument("--task", required=True)
-    p.add_argument("--task-kwargs", type=_json_object, default=None, metavar="JSON", help="the task's kwargs")
-    p.add_argument("--out", required=True, help="SFT rows (.jsonl; prompt / completion + provenance)")
-    p.add_argument("--k", type=_positive, default=8, help="samples per prompt (default 8)")
-    p.add_argument("--select", choices=("all", "shortest"), default="all",
-                   help="keep every correct sample, or the shortest first (default: all)")  # fmt: skip
-    p.add_argument("--max-per-prompt", type=int, default=None, help="at most M rows per prompt")
-    p.add_argument("--near-dup", type=float, default=None, metavar="JACCARD",
-                   help="also drop near-duplicate completions of one prompt (MinHash, e.g. 0.8)")  # fmt: skip
-    p.add_argument("--no-format", action="store_true", help="keep correct answers whatever their format score")
-    p.add_argument("--split", default="train", choices=("train", "test"))
-    p.add_argument("--limit", type=_positive, default=None, help="the first N prompts only")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--max-new-tokens", type=_positive, default=256)
-    p.add_argument("--cache", default=None, help="sample cache JSONL (a rerun continues from it)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--chat-template", action="store_true", help="render prompts with the tokenizer's chat template")
-    p.set_defaults(func=_distill_collect)
 
 
 def _common() -> argparse.ArgumentParser:
@@ -300,12 +205,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="smaller budgets (about a third of the time; for tests)"
     )
     p.add_argument(
-        "--threads", type=_positive, default=None, help="torch threads (default: one per core; 1 on a busy machine)"
+        "--threads", type=positive, default=None, help="torch threads (default: one per core; 1 on a busy machine)"
     )
     p.add_argument("--recipe", choices=("r1", "distill"), default="r1",
                    help="r1: SFT then GRPO (default); distill: R1's distillation finding, three arms (RL on the "
                    "student, SFT on teacher traces, on-policy distillation)")  # fmt: skip
-    p.add_argument("--seeds", type=_ks_any, default=None, help="--recipe distill: comma-separated seeds (e.g. 0,1,2)")
+    p.add_argument("--seeds", type=ks_any, default=None, help="--recipe distill: comma-separated seeds (e.g. 0,1,2)")
     p.add_argument("--teacher-cache", default=None,
                    help="--recipe distill: where the trained teacher is kept and reused (default: OUT/teacher_cache)")  # fmt: skip
     p.set_defaults(func=_demo)
@@ -337,17 +242,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="local Hugging Face model directory")
     p.add_argument("--task", required=True, help="a built-in task (arithmetic, countdown, sort, file) or 'pkg.mod:Class'")
     p.add_argument(
-        "--task-kwargs", type=_json_object, default=None, metavar="JSON",
+        "--task-kwargs", type=json_object, default=None, metavar="JSON",
         help='the task\'s constructor kwargs, e.g. \'{"length": 3, "max_value": 9}\' (as in a config\'s [task] kwargs)',
     )  # fmt: skip
-    p.add_argument("--n", type=_positive, default=16, help="samples per problem")
-    p.add_argument("--k", type=_ks, default=[1, 4, 16], help="comma-separated k values (each <= n)")
+    p.add_argument("--n", type=positive, default=16, help="samples per problem")
+    p.add_argument("--k", type=ks, default=[1, 4, 16], help="comma-separated k values (each <= n)")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--max-new-tokens", type=_positive, default=256)
+    p.add_argument("--max-new-tokens", type=positive, default=256)
     p.add_argument("--greedy", action="store_true", help="one greedy sample per problem")
     p.add_argument("--split", default="test", choices=("train", "test"))
-    p.add_argument("--limit", type=_positive, default=None, help="evaluate the first N problems only")
+    p.add_argument("--limit", type=positive, default=None, help="evaluate the first N problems only")
     p.add_argument("--out", default=None, help="result JSON path")
     p.add_argument("--cache", default=None, help="generation cache JSONL (resumable)")
     p.add_argument("--seed", type=int, default=0)
@@ -365,14 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="JSONL rows: completion + example_id (or prompt + gold [+ meta]) [+ prefix]; "
                    "see README 'rlvr verify'")  # fmt: skip
     p.add_argument("--task", required=True)
-    p.add_argument("--task-kwargs", type=_json_object, default=None, metavar="JSON", help="the task's kwargs")
+    p.add_argument("--task-kwargs", type=json_object, default=None, metavar="JSON", help="the task's kwargs")
     p.add_argument("--prefix", default=None,
                    help="what the prompts left open (e.g. '<think>'), for rows without a 'prefix' field; "
                    "default: the task's plain template")  # fmt: skip
     p.add_argument("--out", default=None, help="write one scored JSON row per input row here")
     p.set_defaults(func=_verify)
 
-    _add_distill_parser(sub, common)
+    add_distill_parser(sub, common)
     from rlvr.data.cli import add_data_parser  # light: its heavy imports wait for a data command
 
     add_data_parser(sub)
