@@ -155,18 +155,7 @@ class VLLMEngine:
         temperature: float = 1.0, top_k: int = 0,
     ) -> list[TokenScores]:  # fmt: skip
         """Prompt logprobs of each completion token at `temperature` (+ each position's `top_k` best)."""
-        if len(prompts) != len(completions):
-            raise ValueError(f"score got {len(prompts)} prompts but {len(completions)} completions")
-        if temperature <= 0:
-            raise ValueError(f"score: temperature must be > 0, got {temperature}")
-        full = temperature != 1.0
-        if full and self.vocab_size > FULL_VOCAB_LIMIT:
-            raise UserError(
-                f"rollout.temperature = {temperature}: the vLLM engine scores at temperature 1 only for a vocabulary "
-                f"of {self.vocab_size} tokens (> {FULL_VOCAB_LIMIT}); use temperature = 1 or rollout.engine = 'hf'")
-        for i, p in enumerate(prompts):
-            if len(p) == 0:
-                raise ValueError(f"score: prompt {i} is empty; the first completion token needs a context")
+        full = check_score_args(prompts, completions, temperature, self.vocab_size)
         todo = [i for i, c in enumerate(completions) if len(c)]
         out = [TokenScores(()) for _ in completions]
         if not todo:
@@ -250,6 +239,24 @@ def _topk_scores(rows: Sequence[Mapping[int, Any]], completion: Sequence[int], t
     return TokenScores(lps, tuple(tuple(k for k, _ in b) for b in best),
                        tuple(tuple(float(v.logprob) for _, v in b) for b in best))  # fmt: skip
 
+
+
+def check_score_args(prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], temperature: float,
+                     vocab_size: int) -> bool:  # fmt: skip
+    """`score`'s argument checks for both vLLM engines; True when it must read full distributions (T != 1)."""
+    if len(prompts) != len(completions):
+        raise ValueError(f"score got {len(prompts)} prompts but {len(completions)} completions")
+    if temperature <= 0:
+        raise ValueError(f"score: temperature must be > 0, got {temperature}")
+    full = temperature != 1.0
+    if full and vocab_size > FULL_VOCAB_LIMIT:
+        raise UserError(
+            f"rollout.temperature = {temperature}: the vLLM engine scores at temperature 1 only for a vocabulary "
+            f"of {vocab_size} tokens (> {FULL_VOCAB_LIMIT}); use temperature = 1 or rollout.engine = 'hf'")
+    for i, p in enumerate(prompts):
+        if len(p) == 0:
+            raise ValueError(f"score: prompt {i} is empty; the first completion token needs a context")
+    return full
 
 def _full_scores(rows: Sequence[Mapping[int, Any]], completion: Sequence[int], temperature: float, top_k: int,
                  vocab: int) -> TokenScores:  # fmt: skip

@@ -36,7 +36,7 @@ import torch
 
 from rlvr.errors import UserError
 from rlvr.rollout.base import SamplingParams, TokenScores, decode_completion
-from rlvr.rollout.vllm import CPU_KV_CACHE_BYTES, FULL_VOCAB_LIMIT, INSTALL_HINT, _eos_ids, _request_seed
+from rlvr.rollout.vllm import CPU_KV_CACHE_BYTES, INSTALL_HINT, _eos_ids, _request_seed
 from rlvr.types import Completion
 
 
@@ -140,16 +140,9 @@ class VLLMServerEngine:
         self, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], *,
         temperature: float = 1.0, top_k: int = 0,
     ) -> list[TokenScores]:  # fmt: skip
-        from rlvr.rollout.vllm import _full_scores, _topk_scores
+        from rlvr.rollout.vllm import _full_scores, _topk_scores, check_score_args
 
-        if len(prompts) != len(completions):
-            raise ValueError(f"score got {len(prompts)} prompts but {len(completions)} completions")
-        if temperature <= 0:
-            raise ValueError(f"score: temperature must be > 0, got {temperature}")
-        full = temperature != 1.0
-        if full and self.vocab_size > FULL_VOCAB_LIMIT:
-            raise UserError(f"rollout.temperature = {temperature}: the vLLM engine scores at temperature 1 only "
-                            f"for a vocabulary of {self.vocab_size} tokens; use temperature = 1 or engine 'hf'")  # fmt: skip
+        full = check_score_args(prompts, completions, temperature, self.vocab_size)
         todo = [i for i, c in enumerate(completions) if len(c)]
         out = [TokenScores(()) for _ in completions]
         bodies = [{"prompt": list(prompts[i]) + list(completions[i]), "max_tokens": 1, "return_token_ids": True,
