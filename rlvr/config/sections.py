@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rlvr.config.lora import LoRAConfig
 from rlvr.config.parts import (
     K3KL,
     KL,
@@ -47,6 +48,7 @@ class ModelConfig(Section):
     # trainer attention kernel; "auto": "eager" on CPU (batched matmuls beat CPU SDPA's masked
     # flash kernel ~4x at these lengths), the model's own choice (sdpa / flash) on accelerators
     attn_implementation: Literal["auto", "eager", "sdpa"] = "auto"
+    lora: LoRAConfig | None = None  # [model.lora]: train LoRA adapters only (rlvr.config.lora); None: every weight
 
     @property
     def is_tiny(self) -> bool:

@@ -73,6 +73,9 @@ def validate(config: RLConfig | SFTConfig | DPOConfig) -> None:
         )
     if isinstance(config, SFTConfig | DPOConfig | RewardModelConfig) and config.data.path and not Path(config.data.path).is_file():
         problems.append(f"data.path: {config.data.path!r} does not exist")
+    from rlvr.trainer.lora import problems as lora_problems
+
+    problems += lora_problems(config)
     if problems:
         raise ConfigError("\n  ".join(problems))
 

@@ -27,6 +27,7 @@ from torch import nn
 
 from rlvr.config import ConfigError
 from rlvr.errors import MissingPathError
+from rlvr.models import lora
 from rlvr.models.load import quiet_transformers
 
 STATE_FILE = "trainer_state.pt"
@@ -90,7 +91,7 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=root))
     try:
         with quiet_transformers():
-            model.save_pretrained(tmp)
+            lora.save_pretrained(model, tmp)  # a LoRA model: merged weights + adapter/
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)
         torch.save({**state, "step": step, "rng": rng_state()}, tmp / STATE_FILE)
@@ -106,7 +107,11 @@ def save_checkpoint(
 
 
 def load_weights(model: nn.Module, ckpt: Path) -> None:
-    """Load the checkpoint's safetensors into `model` in place (tied weights may be absent from disk)."""
+    """Load the checkpoint's safetensors into `model` in place (tied weights may be absent from disk);
+    a LoRA model loads its adapter (its base weights are the config's, frozen)."""
+    if lora.is_lora(model):
+        lora.load_adapter(model, ckpt)
+        return
     files = sorted(ckpt.glob("*.safetensors"))
     if not files:
         raise MissingPathError(

@@ -28,6 +28,7 @@ import torch.distributed as dist
 from torch import nn
 
 from rlvr.config import ConfigError
+from rlvr.models import lora
 from rlvr.models.load import quiet_transformers
 from rlvr.trainer import checkpoint as single
 from rlvr.trainer.checkpoint import STATE_FILE, rng_state, set_rng_state, step_dir_name
@@ -63,7 +64,7 @@ def save(par: Parallel, run_dir: Path, step: int, stage: Any, state: dict[str, A
         torch.save(rng_state(), tmp / f"rng_rank{par.rank}.pt")
         if par.main:
             with quiet_transformers():
-                stage.model.save_pretrained(tmp, state_dict=full)
+                lora.save_pretrained(stage.model, tmp, full)  # a LoRA model: merged weights + adapter/
                 if stage.tokenizer is not None:
                     stage.tokenizer.save_pretrained(tmp)
             rest = {k: v for k, v in state.items() if k != "optimizer"}  # the optimizer lives in dcp/

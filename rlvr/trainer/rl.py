@@ -173,9 +173,14 @@ def build_rl_stage(config: RLConfig, *, model: nn.Module | None = None, tokenize
     train, dropped = _train_examples(config, task, tokenizer)
     autocast = build.autocast_for(config.model, model)
     a = config.algorithm
-    ref = build.reference_engine(model, tokenizer, bf16=autocast) if a.needs_reference else None
+    lora_cfg = config.model.lora
+    ref = build.reference_engine(model, tokenizer, bf16=autocast) if a.needs_reference and not lora_cfg else None
     if engine is None:
         engine = build.build_engine(config.rollout.engine, model, tokenizer, seed=config.run.seed, bf16=autocast)
+    if lora_cfg is not None:  # after the engine copied the base weights; the reference is the base model
+        from rlvr.trainer.lora import attach_lora
+
+        ref = attach_lora(lora_cfg, model, tokenizer, reference=a.needs_reference, bf16=autocast)
     if collect is None:
         from rlvr.rollout import collect
     build.set_attention(model, config.model.attn_implementation)  # after the engines copied the model

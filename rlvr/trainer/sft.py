@@ -135,8 +135,14 @@ def build_sft_stage(config: SFTConfig, *, model: nn.Module | None = None, tokeni
     if task is None and config.task is not None:
         task = build.build_task(config.task)
     build.set_attention(model, config.model.attn_implementation)
+    engine = None
+    if config.model.lora is not None:  # adapters only; evaluation samples through the adapted forward
+        from rlvr.trainer.lora import attach_lora, eval_engine
+
+        attach_lora(config.model.lora, model, tokenizer, reference=False, bf16=False)
+        engine = eval_engine(model, tokenizer)
     samples, dropped = make_samples(config, task, tokenizer)
-    stage = SFTStage(config=config, model=model, tokenizer=tokenizer, task=task,
+    stage = SFTStage(config=config, model=model, tokenizer=tokenizer, task=task, engine=engine,
                      optim=build_optimizer(model, config.optim), cursor=DataCursor(samples, config.run.seed),
                      autocast=build.autocast_for(config.model, model))  # fmt: skip
     if dropped:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rlvr.models.lora import engine_state_dict
 from rlvr.rollout.base import WeightSyncError
 from rlvr.trainer.batching import Sample, collate
 from rlvr.trainer.forward import completion_logprobs_no_grad
@@ -25,8 +26,9 @@ BF16_MEAN_ABS = 5e-2  # nats per token, mean over the completion
 
 
 def update_engine(engine: Any, model: nn.Module, version: int) -> None:
-    """Send the policy's weights as `version`; raise unless the engine confirms exactly that version."""
-    confirmed = engine.update_weights(model.state_dict(), version=version)
+    """Send the policy's weights as `version` (a LoRA policy's merged weights, under the base model's
+    names); raise unless the engine confirms exactly that version."""
+    confirmed = engine.update_weights(engine_state_dict(model), version=version)
     if confirmed != version:
         raise WeightSyncError(
             f"weight sync: sent policy version {version}, the engine reports {confirmed!r}; "
