@@ -64,12 +64,16 @@ class GradSpy:
         return getattr(self.inner, name)
 
 
-def step_once(par: distributed.Parallel, aggregation: str, mbs: int, dtype: torch.dtype) -> dict[str, Any]:
-    """(loss, grad_norm, full gradients, full weights after the step) of one optimizer step."""
+def step_once(par: distributed.Parallel, aggregation: str, mbs: int, dtype: torch.dtype,
+              lora: Any = None) -> dict[str, Any]:  # fmt: skip
+    """(loss, grad_norm, full gradients, full weights after the step) of one optimizer step; with a
+    `LoRAConfig`, of the adapters alone (B set non-zero so that A has a gradient too)."""
     from rlvr.models.tiny import build_model, build_tokenizer
 
     tok = build_tokenizer()
     model = build_model("1m", tok, seed=0).to(dtype).train()
+    if lora is not None:
+        _adapt(model, lora)
     build.set_attention(model, "eager")
     config = rl_config(aggregation, mbs, par.mode)
     stage = SimpleNamespace(kind="rl", model=model, optim=build_optimizer(model, config.optim), engine=None,
@@ -84,6 +88,32 @@ def step_once(par: distributed.Parallel, aggregation: str, mbs: int, dtype: torc
     weights = distributed.full_state_dict(stage.model.state_dict())
     return {"loss": update["loss"], "grad_norm": update["grad_norm"], "tokens": update["tokens"],
             "grads": stage.optim.grads, "weights": {k: v.detach().clone() for k, v in weights.items()}}  # fmt: skip
+
+
+def _adapt(model: torch.nn.Module, lora: Any) -> None:
+    from rlvr.models.lora import apply_lora
+
+    torch.manual_seed(0)  # A's initialisation, the same on every rank and in the reference
+    apply_lora(model, lora)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.05)
+
+
+def lora_invariance_worker(rank: int, world: int, port: int, cases: list[tuple[str, int]], lora: Any,
+                           out: str) -> None:  # fmt: skip
+    """DDP with LoRA adapters: every (aggregation, mbs) case on this rank; rank 0 saves the results."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))  # fmt: skip
+    torch.set_num_threads(1)
+    par, results = distributed.setup(ParallelConfig(mode="ddp")), {}
+    for aggregation, mbs in cases:
+        results[(aggregation, mbs)] = step_once(par, aggregation, mbs, torch.float32, lora)
+    if rank == 0:
+        torch.save(results, Path(out))
+    par.owns_group = True
+    par.close()
 
 
 def invariance_worker(rank: int, world: int, port: int, cases: list[tuple[str, str, int]], out: str) -> None:
