@@ -14,6 +14,7 @@ import torch
 
 from rlvr.config import ConfigError, ModelConfig
 from rlvr.config.lora import LoRAConfig
+from rlvr.errors import MissingPathError, UserError
 from rlvr.models import lora
 from rlvr.models.tiny import build_model, build_tokenizer
 from rlvr.rollout.base import WeightSyncError
@@ -247,8 +248,8 @@ def test_resume_refuses_a_checkpoint_without_an_adapter(tmp_path):
     cfg = rl_config(tmp_path / "r", algorithm=ALGO, run={"steps": 1})
     _run(cfg)
     cfg2 = rl_config(tmp_path / "r", algorithm=ALGO, model={"preset": "1m", "lora": LORA}, run={"steps": 2})
-    with pytest.raises(Exception, match="model.lora"):  # the config change itself is refused first
+    with pytest.raises(UserError, match=r"model\.lora"):  # the config change itself is refused first
         _run(cfg2, resume=True)
     ckpt = list_checkpoints(tmp_path / "r")[-1][1]
-    with pytest.raises(Exception, match="no adapter/adapter_model.safetensors"):
+    with pytest.raises(MissingPathError, match=r"no adapter/adapter_model\.safetensors"):
         lora.load_adapter(copy.deepcopy(adapted()), ckpt)
