@@ -125,11 +125,6 @@ def merged_state_dict(model: nn.Module, state: Mapping[str, Any] | None = None) 
     return out
 
 
-def engine_state_dict(model: nn.Module) -> Mapping[str, Any]:
-    """What a rollout engine loads: the merged weights of a LoRA model, else its own state dict."""
-    return merged_state_dict(model) if is_lora(model) else model.state_dict()
-
-
 def adapter_state_dict(model: nn.Module, state: Mapping[str, Any] | None = None) -> dict[str, torch.Tensor]:
     """The adapter tensors alone, under peft's saved names (`base_model.model.<name>.lora_A.weight`)."""
     from peft import get_peft_model_state_dict

@@ -6,7 +6,8 @@
 
 As in TRL's GRPOTrainer with a peft model, the reference costs no second copy of the weights: it is the
 trainer's own model scored under peft's `disable_adapter()`, so its logprobs are the frozen base
-model's exactly (the adapted layers then compute `base_layer(x)` alone).  vLLM takes the same merged
+model's exactly (the adapted layers then compute `base_layer(x)` alone).  Under FSDP2 the merged
+weights are computed from the gathered state dict (`rlvr.trainer.sync`).  vLLM takes the same merged
 tensors through its `update_weights`; sending the adapter alone (vLLM's LoRA requests) is not done.
 """
 
@@ -15,11 +16,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import torch
 from torch import nn
 
 from rlvr.config.lora import LoRAConfig
 from rlvr.models import lora
+from rlvr.rollout.base import TokenScores
+from rlvr.trainer.batching import Sample, collate
+from rlvr.trainer.forward import completion_logprobs_no_grad
 
 SUPPORTED_KINDS = ("rl", "sft")
 
@@ -32,11 +35,6 @@ def problems(config: Any) -> list[str]:
     if config.kind not in SUPPORTED_KINDS:
         out.append(f"model.lora: LoRA is supported for kind = 'rl' and 'sft' in this version, not {config.kind!r}; "
                    "remove [model.lora]")  # fmt: skip
-    parallel = getattr(config, "parallel", None)
-    if parallel is not None and parallel.mode == "fsdp2":
-        out.append("model.lora with parallel.mode = 'fsdp2' is not supported in this version (its merged-weight "
-                   "sync and adapter export read unsharded tensors); use parallel.mode = 'ddp': the frozen base "
-                   "needs no optimizer state or gradients, which is most of what FSDP2 would shard")  # fmt: skip
     try:
         lora.require_peft()
     except Exception as exc:  # ConfigError with the install hint
@@ -45,27 +43,34 @@ def problems(config: Any) -> list[str]:
 
 
 class BaseModelReference:
-    """`Engine.score` of the policy's base model: the trainer's LoRA model with its adapters disabled."""
+    """`Engine.score` of the policy's base model: the trainer's LoRA model with its adapters disabled,
+    run through the trainer's own forward (so through the DDP / FSDP2 wrapper: under FSDP2 every rank
+    scores its equal share in the same number of chunks, so the all-gathers pair up)."""
 
-    def __init__(self, model: nn.Module, tokenizer: Any, *, bf16: bool) -> None:
-        from rlvr.rollout.hf import HFEngine
-
-        self.model = model
-        # the model's own forward (backend "hf"), not the fused copy: that would read the base weights
-        # once and go stale; sharing the weights means no copy at all
-        self.inner = HFEngine(model, tokenizer, share_weights=True, backend="hf",
-                              dtype=torch.bfloat16 if bf16 else None)  # fmt: skip
+    def __init__(self, model: nn.Module, tokenizer: Any, *, bf16: bool, rows: int = 16) -> None:
+        self.model, self.pad_id, self.autocast, self.rows = model, tokenizer.pad_token_id, bf16, rows
         self.version = 0  # never updated: the reference is frozen
 
     def score(self, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], *,
-              temperature: float = 1.0, top_k: int = 0) -> list[Any]:  # fmt: skip
+              temperature: float = 1.0, top_k: int = 0) -> list[TokenScores]:  # fmt: skip
+        if top_k:
+            raise TypeError("the LoRA reference policy scores the sampled tokens only (top_k = 0)")
+        if len(prompts) != len(completions):
+            raise ValueError(f"score got {len(prompts)} prompts but {len(completions)} completions")
+        out: list[TokenScores] = []
         was_training = self.model.training
         self.model.eval()  # as the copied reference: no dropout
         try:
             with lora.adapters_disabled(self.model):
-                return self.inner.score(prompts, completions, temperature=temperature, top_k=top_k)
+                for c in range(0, len(prompts), self.rows):
+                    chunk = [Sample(tuple(p), tuple(t)) for p, t in zip(prompts[c : c + self.rows],
+                                                                         completions[c : c + self.rows])]  # fmt: skip
+                    lp = completion_logprobs_no_grad(self.model, collate(chunk, self.pad_id),
+                                                     temperature=temperature, autocast=self.autocast)  # [B, C]
+                    out.extend(TokenScores(tuple(lp[r, : len(s.completion_ids)].tolist())) for r, s in enumerate(chunk))
         finally:
             self.model.train(was_training)
+        return out
 
     def generate(self, *args: Any, **kwargs: Any) -> Any:
         raise TypeError("the LoRA reference policy only scores; sample from the rollout engine")

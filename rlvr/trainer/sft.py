@@ -140,7 +140,7 @@ def build_sft_stage(config: SFTConfig, *, model: nn.Module | None = None, tokeni
         from rlvr.trainer.lora import attach_lora, eval_engine
 
         attach_lora(config.model.lora, model, tokenizer, reference=False, bf16=False)
-        engine = eval_engine(model, tokenizer)
+        engine = None if config.parallel.mode == "fsdp2" else eval_engine(model, tokenizer)  # fsdp2: no eval
     samples, dropped = make_samples(config, task, tokenizer)
     stage = SFTStage(config=config, model=model, tokenizer=tokenizer, task=task, engine=engine,
                      optim=build_optimizer(model, config.optim), cursor=DataCursor(samples, config.run.seed),

@@ -16,9 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from rlvr.models.lora import engine_state_dict
+from rlvr.models.lora import is_lora, merged_state_dict
 from rlvr.rollout.base import WeightSyncError
 from rlvr.trainer.batching import Sample, collate
+from rlvr.trainer.distributed import full_state_dict
 from rlvr.trainer.forward import completion_logprobs_no_grad
 
 FP32_MAX_ABS = 1e-3  # nats per token, worst token
@@ -28,7 +29,10 @@ BF16_MEAN_ABS = 5e-2  # nats per token, mean over the completion
 def update_engine(engine: Any, model: nn.Module, version: int) -> None:
     """Send the policy's weights as `version` (a LoRA policy's merged weights, under the base model's
     names); raise unless the engine confirms exactly that version."""
-    confirmed = engine.update_weights(engine_state_dict(model), version=version)
+    state = model.state_dict()
+    if is_lora(model):  # merge full tensors: under FSDP2 every rank gathers the shards first (a collective)
+        state = merged_state_dict(model, full_state_dict(state))
+    confirmed = engine.update_weights(state, version=version)
     if confirmed != version:
         raise WeightSyncError(
             f"weight sync: sent policy version {version}, the engine reports {confirmed!r}; "

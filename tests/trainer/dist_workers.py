@@ -101,19 +101,21 @@ def _adapt(model: torch.nn.Module, lora: Any) -> None:
                 p.copy_(torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) * 0.05)
 
 
-def lora_invariance_worker(rank: int, world: int, port: int, cases: list[tuple[str, int]], lora: Any,
+def lora_invariance_worker(rank: int, world: int, port: int, cases: list[tuple[str, str, int]], lora: Any,
                            out: str) -> None:  # fmt: skip
-    """DDP with LoRA adapters: every (aggregation, mbs) case on this rank; rank 0 saves the results."""
+    """LoRA adapters: every (mode, aggregation, mbs) case on this rank; rank 0 saves the results."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))  # fmt: skip
     torch.set_num_threads(1)
-    par, results = distributed.setup(ParallelConfig(mode="ddp")), {}
-    for aggregation, mbs in cases:
-        results[(aggregation, mbs)] = step_once(par, aggregation, mbs, torch.float32, lora)
+    par, results = None, {}
+    for mode, aggregation, mbs in cases:
+        par = distributed.setup(ParallelConfig(mode=mode))  # the first call joins; later ones reuse the group
+        results[(mode, aggregation, mbs)] = step_once(par, aggregation, mbs, torch.float32, lora)
     if rank == 0:
         torch.save(results, Path(out))
-    par.owns_group = True
-    par.close()
+    if par is not None:
+        par.owns_group = True
+        par.close()
 
 
 def invariance_worker(rank: int, world: int, port: int, cases: list[tuple[str, str, int]], out: str) -> None:

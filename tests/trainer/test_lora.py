@@ -21,8 +21,9 @@ from rlvr.rollout.base import WeightSyncError
 from rlvr.rollout.hf import HFEngine
 from rlvr.tasks import make_task
 from rlvr.trainer import CallbackContext, build, train_rl
-from rlvr.trainer.batching import Sample
+from rlvr.trainer.batching import Sample, collate
 from rlvr.trainer.checkpoint import list_checkpoints
+from rlvr.trainer.forward import completion_logprobs_no_grad
 from rlvr.trainer.lora import BaseModelReference, problems
 from rlvr.trainer.sync import check_logprobs, update_engine
 from tests.trainer.fakes import FakeEngine, ParityRewardTask, fake_collect, rl_config
@@ -102,18 +103,23 @@ def test_only_adapters_are_trained_and_optimised(tmp_path):
 
 
 def test_reference_is_the_base_model_exactly():
-    """The reference (adapters disabled, no copy) scores exactly as an engine over the frozen base model,
-    while the adapted model scores differently; the trainer's model is left in its mode."""
+    """The reference (adapters disabled, no copy) scores exactly as the trainer's forward of the frozen
+    base model, and as an engine over the base to fp32 rounding, while the adapted model scores
+    differently; the trainer's model is left in its mode."""
     model = adapted(b_std=0.02).train()
-    ref = BaseModelReference(model, TOK, bf16=False)
-    frozen = HFEngine(build_model("1m", TOK, 0), TOK, dtype=None)
-    prompts, comps = [[5, 6, 7], [8, 9]], [[10, 11, 12, 13], [14, 15]]
-    got = ref.score(prompts, comps)
-    want = frozen.score(prompts, comps)
-    assert [s.logprobs for s in got] == [s.logprobs for s in want]  # bitwise
-    assert model.training
-    adapted_engine = HFEngine(model, TOK, share_weights=True, backend="hf")
-    assert adapted_engine.score(prompts, comps)[0].logprobs != want[0].logprobs
+    ref = BaseModelReference(model, TOK, bf16=False, rows=2)
+    prompts, comps = [[5, 6, 7], [8, 9], [5, 6, 7]], [[10, 11, 12, 13], [14, 15], [16]]
+    got = [s.logprobs for s in ref.score(prompts, comps)]
+    assert [len(g) for g in got] == [4, 2, 1] and model.training
+    base = build_model("1m", TOK, 0).eval()
+    for c in (0, 2):  # the same chunks of 2 rows
+        rows = [Sample(tuple(p), tuple(t)) for p, t in zip(prompts[c : c + 2], comps[c : c + 2])]
+        lp = completion_logprobs_no_grad(base, collate(rows, TOK.pad_token_id), autocast=False)
+        assert got[c : c + 2] == [tuple(lp[r, : len(s.completion_ids)].tolist()) for r, s in enumerate(rows)]  # bitwise
+    engine_lp = [s.logprobs for s in HFEngine(base, TOK, dtype=None).score(prompts, comps)]
+    assert max(abs(a - b) for g, e in zip(got, engine_lp) for a, b in zip(g, e)) <= 1e-5
+    adapted_lp = HFEngine(model, TOK, share_weights=True, backend="hf").score(prompts, comps)[0].logprobs
+    assert max(abs(a - b) for a, b in zip(adapted_lp, got[0])) > 1e-3  # the adapters matter when on
     assert sum(p.numel() for p in ref.model.parameters()) == sum(p.numel() for p in model.parameters())  # one copy
 
 
@@ -231,8 +237,7 @@ def test_config_errors_name_what_to_change(tmp_path, monkeypatch):
         LoRAConfig(target_modules=())
     assert ModelConfig.model_validate({"lora": {}}).lora == LoRAConfig()  # [model.lora] alone turns it on
     assert LoRAConfig(r=16, alpha=32).scale == 2.0 and LoRAConfig(r=16, alpha=32, rslora=True).scale == 8.0
-    rl = rl_config(tmp_path / "x", model={"lora": LORA}, parallel={"mode": "fsdp2"})
-    assert any("parallel.mode = 'ddp'" in p for p in problems(rl))
+    assert problems(rl_config(tmp_path / "x", model={"lora": LORA}, parallel={"mode": "fsdp2"})) == []
     from rlvr.config import DPOConfig
 
     dpo = DPOConfig.model_validate({"model": {"lora": LORA}, "task": {"name": "sort"},
