@@ -18,6 +18,7 @@ from typing import Any
 
 from torch import nn
 
+from rlvr.config import ConfigError
 from rlvr.config.lora import LoRAConfig
 from rlvr.models import lora
 from rlvr.rollout.base import TokenScores
@@ -37,7 +38,7 @@ def problems(config: Any) -> list[str]:
                    "remove [model.lora]")  # fmt: skip
     try:
         lora.require_peft()
-    except Exception as exc:  # ConfigError with the install hint
+    except ConfigError as exc:  # the install hint
         out.append(str(exc))
     return out
 
