@@ -1,14 +1,17 @@
 """Decode backends for `HFEngine`: how a batch of left-padded prompts becomes next-token logits.
 
-Both backends prefill each distinct prompt ONCE and then expand its KV cache to the `n` samples
-of its group (row `p * n + j` is sample `j` of prompt `p`), so a group of 8 costs one prefill.
+Both backends prefill each distinct prompt ONCE (row `p * n + j` is sample `j` of prompt `p`), so a
+group of 8 costs one prefill; the HF-cache backend then copies the prompt's KV to the n rows.
 
 - `FastLlamaBackend`: a lean forward for Llama-family models (llama, mistral, qwen2, qwen3) over
   the engine's own fused weights (`fused.FusedLlama`: q/k/v and gate/up concatenated, prepacked
-  for oneDNN on CPU, fused norm / RoPE / SwiGLU), a KV cache `[B, H_kv, S_max, D]` per layer
-  allocated once per batch (attention reads exactly the slots written so far), a precomputed RoPE
-  table and one boolean key mask; no per-step cache objects, 4-D mask builders or allocations
-  beyond the ops' outputs.
+  for oneDNN on CPU, fused norm / RoPE / SwiGLU).  The prompt's KV cache `[P, H_kv, Lp, D]` per
+  layer is kept ONCE per group and each row's generated keys go to a `[B, H_kv, max_new, D]` cache,
+  both allocated once per batch; a decode step attends to both in one softmax
+  (`fused.SharedPrefixAttention`: the group's rows read their prompt's keys in one matmul, so the
+  cache read, which bounds decode attention, holds the prompt once instead of n times).  A
+  precomputed RoPE table, no per-step cache objects, 4-D mask builders or allocations beyond the
+  ops' outputs.
 - `HFCacheBackend`: the model's own `forward` with a `DynamicCache` (any causal LM).  It is the
   simple reference path the fast one is tested against, and the fallback for other architectures.
 
@@ -23,7 +26,7 @@ from typing import Protocol
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-from rlvr.rollout.fused import FusedLlama, rope_tables
+from rlvr.rollout.fused import CacheAttention, FusedLlama, SharedPrefixAttention, rope_tables
 
 FAST_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 
@@ -64,47 +67,31 @@ class FastLlamaBackend:
         self.model = model
         self.fused = fused if fused is not None else FusedLlama.from_model(model)
 
-    def prepare(self, max_len: int, like: torch.Tensor) -> None:
-        self.cos, self.sin_rot = rope_tables(self.model, max_len, like)
-
-    def forward(
-        self,
-        ids: torch.Tensor,  # [B, T]
-        pos: torch.Tensor,  # [B, T]
-        attn_mask: torch.Tensor,  # [B, 1, T, S] bool, True = may attend
-        cache: list[tuple[torch.Tensor, torch.Tensor]] | None,  # per layer k, v [B, H_kv, S_max, D]
-        start: int,  # cache slot of ids[:, 0]
-    ) -> torch.Tensor:  # hidden states after the final norm [B, T, H]
-        if cache is None:  # scoring: a throwaway cache of exactly this width
-            cache = [self._alloc(ids.shape[0], ids.shape[1], self.cos.dtype, ids.device) for _ in self.fused.layers]
-        return self.fused.forward(ids, self.cos[pos], self.sin_rot[pos], attn_mask, cache, start)
-
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:  # [..., H] -> [..., V] float32
         return self.model.lm_head(hidden).float()
 
     def start(self, ids: torch.Tensor, mask: torch.Tensor, n: int, max_new: int) -> torch.Tensor:
+        """Prefill the P prompts into a `[P, Hkv, Lp, D]` cache per layer, kept as the groups' shared
+        prefix; each row's generated keys go to a `[P * n, Hkv, max_new, D]` cache."""
         P, Lp = ids.shape
-        dtype = self.fused.embed.dtype
-        self.prepare(Lp + max_new, torch.empty(0, dtype=dtype, device=ids.device))
+        f, dtype = self.fused, self.fused.embed.dtype
+        self.cos, self.sin_rot = rope_tables(self.model, Lp + max_new, torch.empty(0, dtype=dtype, device=ids.device))
         pos = positions_from_mask(mask)
-        small = [self._alloc(P, Lp, dtype, ids.device) for _ in self.fused.layers]
-        hidden = self.forward(ids, pos, prefill_mask(mask), small, 0)
-        B, S_max = P * n, Lp + max_new
-        self.cache = [self._alloc(B, S_max, dtype, ids.device) for _ in self.fused.layers]
-        for (kc, vc), (ks, vs) in zip(self.cache, small):
-            kc[:, :, :Lp] = ks.repeat_interleave(n, 0)
-            vc[:, :, :Lp] = vs.repeat_interleave(n, 0)
-        self.key_mask = torch.zeros(B, S_max, dtype=torch.bool, device=ids.device)
-        self.key_mask[:, :Lp] = mask.repeat_interleave(n, 0)
+        self.prompt = [self._alloc(P, Lp, dtype, ids.device) for _ in f.layers]
+        prefill = CacheAttention(self.prompt, prefill_mask(mask), 0, f.scaling)
+        hidden = f.forward(ids, self.cos[pos], self.sin_rot[pos], prefill)
+        self.gen = [self._alloc(P * n, max_new, dtype, ids.device) for _ in f.layers]
+        bias = torch.zeros(P, 1, 1, Lp, dtype=dtype, device=ids.device)
+        self.prompt_bias = bias.masked_fill_(~mask[:, None, None, :], float("-inf"))  # each prompt has a real token
         self.next_pos = pos[:, -1].repeat_interleave(n, 0) + 1  # [B]
-        self.Lp = Lp
+        self.n = n
         return self.logits(hidden[:, -1]).repeat_interleave(n, 0)
 
     def step(self, tokens: torch.Tensor, i: int) -> torch.Tensor:
-        slot = self.Lp + i  # cache slot of this token; attention reads slots [0, slot]
-        self.key_mask[:, slot] = True
-        attn_mask = self.key_mask[:, None, None, : slot + 1]
-        hidden = self.forward(tokens[:, None], (self.next_pos + i)[:, None], attn_mask, self.cache, slot)
+        """Feed generated token i of every row (it goes to slot i of the generated cache)."""
+        pos = (self.next_pos + i)[:, None]
+        attend = SharedPrefixAttention(self.prompt, self.prompt_bias, self.gen, i, self.n, self.fused.scaling)
+        hidden = self.fused.forward(tokens[:, None], self.cos[pos], self.sin_rot[pos], attend)
         return self.logits(hidden[:, -1])
 
     def _alloc(self, B: int, S: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:

@@ -12,6 +12,8 @@ qwen3 with its q/k norms) into the engine's own layout:
   is a roll by D/2 with the sign folded into a precomputed sin table), SwiGLU as an in-place
   `silu_` and `mul_` on the gate half.
 
+Attention is passed in (`Attend`): `CacheAttention` (one cache, SDPA; prefill) or
+`SharedPrefixAttention` (decode against a group's shared prompt cache plus each row's own).
 The forward is the same function as the HF model's (tests hold tokens and logprobs to the HF-cache
 backend within fp32 tolerance); it is rebuilt from the model whenever the weights change, so it
 never serves stale weights.  Memory: one extra copy of the decoder weights while it lives.
@@ -20,6 +22,7 @@ never serves stale weights.  Memory: one extra copy of the decoder weights while
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -134,34 +137,91 @@ class FusedLlama:
         ids: Tensor,  # [B, T]
         cos: Tensor,  # [B, T, D] RoPE tables at each token's position
         sin_rot: Tensor,  # [B, T, D] sin with rotate_half's sign folded in (see `rope_tables`)
-        attn_mask: Tensor,  # [B, 1, T, S] bool, True = may attend; S = keys in the cache after this call
-        cache: list[tuple[Tensor, Tensor]],  # per layer k, v [B, Hkv, S_max, D]
-        start: int,  # cache slot of ids[:, 0]
+        attend: Attend,  # stores each layer's k, v in its cache and attends (`CacheAttention`, `SharedPrefixAttention`)
     ) -> Tensor:  # hidden states after the final norm [B, T, H]
         B, T = ids.shape
         D, nq, nkv = self.head_dim, self.n_q, self.n_kv
-        end = start + T
         h = F.embedding(ids, self.embed)
         cos, sin_rot = cos[:, :, None], sin_rot[:, :, None]  # broadcast over heads
-        gqa = nq != nkv
-        for layer, (kc, vc) in zip(self.layers, cache):
+        for li, layer in enumerate(self.layers):
             qkv = layer.qkv(layer.in_norm(h)).view(B, T, nq + 2 * nkv, D)
             if layer.q_norm is not None:
                 qk = torch.cat([layer.q_norm(qkv[:, :, :nq]), layer.k_norm(qkv[:, :, nq : nq + nkv])], dim=2)
             else:
                 qk = qkv[:, :, : nq + nkv]
             qk = torch.addcmul(qk * cos, qk.roll(D // 2, dims=-1), sin_rot)  # RoPE on q and k at once
-            kc[:, :, start:end] = qk[:, :, nq:].transpose(1, 2)
-            vc[:, :, start:end] = qkv[:, :, nq + nkv :].transpose(1, 2)
-            o = F.scaled_dot_product_attention(
-                qk[:, :, :nq].transpose(1, 2), kc[:, :, :end], vc[:, :, :end],
-                attn_mask=attn_mask, scale=self.scaling, enable_gqa=gqa,
-            )  # fmt: skip
-            h = h + layer.o(o.transpose(1, 2).reshape(B, T, nq * D))
+            o = attend(li, qk[:, :, :nq], qk[:, :, nq:], qkv[:, :, nq + nkv :])  # [B, T, Hq * D]
+            h = h + layer.o(o)
             gu = layer.gate_up(layer.post_norm(h))
             g, u = gu.chunk(2, dim=-1)
             h = h + layer.down(F.silu(g, inplace=True).mul_(u))
         return self.norm(h)
+
+
+class Attend(Protocol):
+    def __call__(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """q [B, T, Hq, D], k and v [B, T, Hkv, D] of `layer` -> attention output [B, T, Hq * D]."""
+        ...
+
+
+@dataclass
+class CacheAttention:
+    """Keys and values written to one cache `[B, Hkv, S_max, D]` per layer at slots [start, start + T);
+    queries attend to slots [0, start + T) under `mask` [B, 1, T, start + T] (True = may attend)."""
+
+    cache: list[tuple[Tensor, Tensor]]
+    mask: Tensor
+    start: int
+    scale: float
+
+    def __call__(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        B, T, nq, D = q.shape
+        kc, vc = self.cache[layer]
+        end = self.start + T
+        kc[:, :, self.start : end] = k.transpose(1, 2)
+        vc[:, :, self.start : end] = v.transpose(1, 2)
+        o = F.scaled_dot_product_attention(
+            q.transpose(1, 2), kc[:, :, :end], vc[:, :, :end],
+            attn_mask=self.mask, scale=self.scale, enable_gqa=nq != k.shape[2],
+        )  # fmt: skip
+        return o.transpose(1, 2).reshape(B, T, nq * D)
+
+
+@dataclass
+class SharedPrefixAttention:
+    """One decode token per row, the prompt's keys stored ONCE per group.
+
+    Row `p * n + j` is sample j of prompt p.  Its keys are the prompt's, `prompt[layer]` k, v
+    `[P, Hkv, Lp, D]` (with `prompt_bias` [P, 1, 1, Lp]: 0, or -inf on left padding), then its own
+    generated ones, `gen[layer]` `[B, Hkv, T_max, D]` at slots [0, slot].  The n rows of a group read
+    their prompt's keys in one matmul (n query rows per head instead of n one-row products over n
+    copies): decode attention is bound by reading the cache, and the prompt is most of it early on.
+    One softmax over [prompt keys, generated keys]: the same function as attending over one cache."""
+
+    prompt: list[tuple[Tensor, Tensor]]
+    prompt_bias: Tensor
+    gen: list[tuple[Tensor, Tensor]]
+    slot: int
+    n: int
+    scale: float
+
+    def __call__(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        B, _, nq, D = q.shape  # T == 1
+        (kp, vp), (kg, vg) = self.prompt[layer], self.gen[layer]
+        P, nkv, Lp, _ = kp.shape
+        n, g, end = self.n, nq // nkv, self.slot + 1
+        kg[:, :, self.slot] = k[:, 0]
+        vg[:, :, self.slot] = v[:, 0]
+        qh = q.view(B, nkv, g, D)  # q head h reads kv head h // g (HF's repeat_kv)
+        qp = qh.view(P, n, nkv, g, D).transpose(1, 2).reshape(P, nkv, n * g, D)
+        sp = torch.matmul(qp, kp.transpose(-1, -2)).mul_(self.scale).add_(self.prompt_bias)  # [P, Hkv, n g, Lp]
+        sp = sp.view(P, nkv, n, g, Lp).transpose(1, 2).reshape(B, nkv, g, Lp)
+        sg = torch.matmul(qh, kg[:, :, :end].transpose(-1, -2)).mul_(self.scale)  # [B, Hkv, g, end]
+        probs = torch.cat([sp, sg], dim=-1).softmax(dim=-1)
+        pp = probs[..., :Lp].reshape(P, n, nkv, g, Lp).transpose(1, 2).reshape(P, nkv, n * g, Lp)
+        op = torch.matmul(pp, vp).view(P, nkv, n, g, D).transpose(1, 2).reshape(B, nkv, g, D)
+        o = torch.matmul(probs[..., Lp:], vg[:, :, :end]).add_(op)  # [B, Hkv, g, D]
+        return o.view(B, 1, nq * D)
 
 
 def rope_tables(model: nn.Module, length: int, like: Tensor) -> tuple[Tensor, Tensor]:  # [length, D] x2

@@ -146,3 +146,29 @@ def test_unknown_architecture_falls_back_to_the_reference_path(tok, prompts):
     assert all(len(c.token_ids) == 6 for g in out for c in g)
     with pytest.raises(ValueError, match="does not support model_type 'gpt2'"):
         HFEngine(GPT2LMHeadModel(cfg), tok, backend="fast")
+
+
+@pytest.mark.parametrize("n_kv", [4, 2, 1], ids=["mha", "gqa", "mqa"])
+def test_shared_prefix_attention_equals_attention_over_one_cache(n_kv):
+    """Decode attention over [the group's prompt keys stored once, the row's own keys] is attention
+    over one per-row cache holding the prompt copied n times, left padding masked (SDPA's result)."""
+    from rlvr.rollout.fused import CacheAttention, SharedPrefixAttention
+
+    torch.manual_seed(0)
+    P, n, nq, D, Lp, T, slot = 3, 4, 4, 8, 5, 6, 3
+    B = P * n
+    kp, vp = torch.randn(P, n_kv, Lp, D), torch.randn(P, n_kv, Lp, D)
+    kg, vg = torch.randn(B, n_kv, T, D), torch.randn(B, n_kv, T, D)
+    mask = torch.ones(P, Lp, dtype=torch.bool)
+    mask[1, :2] = False  # prompt 1 is left-padded by two
+    bias = torch.zeros(P, 1, 1, Lp).masked_fill(~mask[:, None, None, :], float("-inf"))
+    q, k, v = torch.randn(B, 1, nq, D), torch.randn(B, 1, n_kv, D), torch.randn(B, 1, n_kv, D)
+    got = SharedPrefixAttention([(kp, vp)], bias, [(kg.clone(), vg.clone())], slot, n, 0.3)(0, q, k, v)
+
+    full_k = torch.cat([kp.repeat_interleave(n, 0), kg], dim=2)  # the same keys, the prompt per row
+    full_v = torch.cat([vp.repeat_interleave(n, 0), vg], dim=2)
+    keys = torch.cat([mask.repeat_interleave(n, 0), torch.ones(B, T, dtype=torch.bool)], dim=1)
+    keys[:, Lp + slot + 1 :] = False  # slots after this token are not written yet
+    want = CacheAttention([(full_k, full_v)], keys[:, None, None, : Lp + slot + 1], Lp + slot, 0.3)(0, q, k, v)
+    assert got.shape == (B, 1, nq * D)
+    assert torch.allclose(got, want, atol=1e-6)
