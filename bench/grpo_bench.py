@@ -30,7 +30,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH), str(BENCH.parent)]
 from _common import Spec, build_model_dir, cpu_seconds, interference, make_prompts, median  # noqa: E402
-from roofline import Shape, grpo_step_flops  # noqa: E402
+from roofline import Shape, generate_bound_s, grpo_step_flops  # noqa: E402
 
 PHASES = ("generate", "score", "reference", "old_logprobs", "train", "sync", "step")
 
@@ -142,6 +142,12 @@ def roofline(spec: Spec, peaks: dict[str, Any]) -> dict[str, Any]:
         peak = peaks.get(dtype, {}).get("peak")
         out[f"peak_{dtype}"] = peak
         out[f"bound_s_{dtype}"] = flops["step"] / peak if peak else None
+    bw, peak = peaks.get("read_bandwidth"), peaks.get("fp32", {}).get("peak")
+    out["read_bandwidth"] = bw
+    if bw and peak:  # fp32 decoding with the memory ceiling too (see roofline.py)
+        gen = generate_bound_s(shape, prompt_len, spec.prompts_per_step, spec.group_size, spec.new_tokens, peak, bw)
+        out["generate_bound_s_fp32_bw"] = gen
+        out["bound_s_fp32_bw"] = gen + (flops["reference"] + flops["train"]) / peak
     return out
 
 
@@ -201,6 +207,13 @@ def print_roofline(roof: dict[str, Any], rlvr_step: float | None) -> dict[str, A
     if rlvr_step and bound:
         out["rlvr_x_roofline"], out["roofline_dtype"] = rlvr_step / bound, dtype
         print(f"  rlvr step = {out['rlvr_x_roofline']:.2f}x the {dtype} roofline (target <= 1.3x)")
+    if dtype == "fp32" and roof.get("bound_s_fp32_bw"):
+        bw, gen, whole = roof["read_bandwidth"], roof["generate_bound_s_fp32_bw"], roof["bound_s_fp32_bw"]
+        print(f"  with the memory ceiling for decoding (read bandwidth {bw / 1e9:.1f} GB/s; every decode step reads all "
+              f"weights and the KV cache): generate >= {gen:.2f} s, step lower bound {whole:.2f} s")  # fmt: skip
+        if rlvr_step:
+            out["rlvr_x_roofline_bw"] = rlvr_step / whole
+            print(f"  rlvr step = {out['rlvr_x_roofline_bw']:.2f}x the compute + bandwidth roofline")
     return out
 
 

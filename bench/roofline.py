@@ -9,6 +9,13 @@ through: the decoder layers plus the lm_head (the embedding lookup is free, the 
 when tied).  Attention is causal, so a sequence of S tokens costs 2·S²·d per layer forward (QKᵀ
 and AV, each S²/2 multiply-adds) and a decode step at position t costs 4·t·d per layer.
 
+Decoding has a second ceiling (the roofline model proper, Williams, Waterman & Patterson 2009: a
+kernel is bound by max(FLOPs / peak, bytes / bandwidth)).  Each decode step of B rows must read every
+matmul weight once and every cached key and value its rows attend to, whatever B is; at B = 32 rows
+in fp32 that is ~16 FLOPs per weight byte, so on a CPU whose DRAM streams ~15-35 GB/s against a
+~0.19 TFLOP/s matmul peak the weights alone cost as long as the FLOPs.  `generate_bound_s` takes
+the larger of the two per step, with the measured read bandwidth (`_bench_bandwidth`).
+
 The bound assumes the least work any implementation must do: the prompt prefilled once per group
 (not once per sample), no separate old-logprob pass (μ = 1), the reference forward over prompt +
 completion, and the policy forward + backward over the same tokens, all at the measured peak.
@@ -84,6 +91,43 @@ def grpo_step_flops(
     }
 
 
+def decode_step_bytes(shape: Shape, prompt_len: int, prompts: int, group: int, step: int, dtype_bytes: int = 4) -> float:
+    """Bytes decode step `step` (0-based) must read: every matmul weight once, plus the keys and
+    values attended to, the prompt's stored once per group (the least any implementation reads)."""
+    kv_width = 2 * shape.hidden * shape.kv_heads // shape.heads  # k and v per token per layer
+    cached = prompts * prompt_len + prompts * group * (step + 1)
+    return dtype_bytes * (shape.matmul_params + shape.layers * kv_width * cached)
+
+
+def generate_bound_s(
+    shape: Shape, prompt_len: int, prompts: int, group: int, new_tokens: int, peak: float, bandwidth: float
+) -> float:
+    """Lower bound on generation time: the prefill at the matmul peak, then per decode step the larger
+    of its FLOPs at the peak and its bytes at the read bandwidth."""
+    samples = prompts * group
+    total = forward_flops(shape, prompt_len, prompts) / peak
+    for t in range(new_tokens):
+        flops = samples * (2.0 * shape.matmul_params + 4.0 * shape.layers * shape.hidden * (prompt_len + t))
+        total += max(flops / peak, decode_step_bytes(shape, prompt_len, prompts, group, t) / bandwidth)
+    return total
+
+
+def _bench_bandwidth(device: str, seconds: float, mib: int = 512) -> float | None:
+    """Best read bandwidth (bytes/s) of a reduction over `mib` MiB of fp32, far larger than the caches."""
+    import torch
+
+    if device.startswith("cuda"):
+        return None  # a GPU's decode bound is not what this CPU benchmark measures
+    x = torch.ones(mib * 2**20 // 4)
+    x.sum()
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        t0 = time.perf_counter()
+        x.sum()
+        best = max(best, x.numel() * 4 / (time.perf_counter() - t0))
+    return best
+
+
 def _bench_matmul(m: int, k: int, n: int, dtype: Any, device: str, seconds: float) -> float:
     """Best FLOP/s of [m, k] @ [k, n] over repeats filling about `seconds`."""
     import torch
@@ -153,10 +197,9 @@ def main() -> None:
     from transformers import AutoConfig
 
     shape = Shape.from_config(AutoConfig.from_pretrained(args.model_dir))
-    result = {
-        "shape": asdict(shape),
-        "peaks": measure_peaks(shape, args.tokens, args.rows, args.device, args.seconds),
-    }
+    peaks = measure_peaks(shape, args.tokens, args.rows, args.device, args.seconds)
+    peaks["read_bandwidth"] = _bench_bandwidth(args.device, max(args.seconds, 0.3))
+    result = {"shape": asdict(shape), "peaks": peaks}
     text = json.dumps(result, indent=1)
     if args.json:
         with open(args.json, "w") as f:

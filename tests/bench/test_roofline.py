@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 from _common import Spec, make_prompts, trivial_reward
 from grpo_bench import summarise_side
-from roofline import Shape, decode_flops, forward_flops, grpo_step_flops
+from roofline import Shape, decode_flops, decode_step_bytes, forward_flops, generate_bound_s, grpo_step_flops
 
 # hidden 4, 2 layers, 2 heads with 1 KV head (k/v width 4*1/2 = 2), intermediate 8, vocab 10
 TOY = Shape(hidden=4, layers=2, heads=2, kv_heads=1, intermediate=8, vocab=10)
@@ -48,6 +48,21 @@ def test_grpo_step_flops_by_phase() -> None:
     assert f["reference"] == 7360
     assert f["train"] == 3 * 7360  # forward + backward = 3 forwards
     assert f["step"] == 5184 + 7360 + 22080
+
+
+def test_decode_step_bytes_read_weights_and_the_kv_cache_once() -> None:
+    # k+v width 2*4*1/2 = 4 per token per layer; step 0 attends to the prompt (3 tokens, stored once for
+    # the group) + 1 own token per row (2 rows): 5 cached tokens -> 4 bytes * (328 + 2 layers * 4 * 5)
+    assert decode_step_bytes(TOY, prompt_len=3, prompts=1, group=2, step=0) == 4 * (328 + 40)
+    assert decode_step_bytes(TOY, prompt_len=3, prompts=1, group=2, step=1) == 4 * (328 + 56)
+
+
+def test_generate_bound_takes_the_larger_ceiling_per_step() -> None:
+    kw = dict(prompt_len=3, prompts=1, group=2, new_tokens=2, peak=1e3)
+    # at 1 kB/s the FLOPs bind (steps: 1504 FLOPs vs 1472 bytes, 1568 vs 1536): the compute bound 5184 FLOPs
+    assert generate_bound_s(TOY, bandwidth=1e3, **kw) == pytest.approx(5.184)
+    # at 0.5 kB/s the bytes bind each decode step: prefill 2.112 s + 2.944 s + 3.072 s
+    assert generate_bound_s(TOY, bandwidth=5e2, **kw) == pytest.approx(2.112 + 2.944 + 3.072)
 
 
 def test_summarise_side_pools_rounds_and_keeps_max_rss() -> None:
