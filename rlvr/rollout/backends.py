@@ -50,6 +50,8 @@ def fast_path_supported(model: PreTrainedModel) -> bool:
     cfg = model.config
     if cfg.model_type not in FAST_MODEL_TYPES:
         return False
+    if any(hasattr(m, "lora_A") for m in model.modules()):  # peft adapters: the fused copy would read base weights
+        return False
     if getattr(cfg, "use_sliding_window", False) or (
         cfg.model_type == "mistral" and getattr(cfg, "sliding_window", None)
     ):

@@ -172,3 +172,24 @@ def test_shared_prefix_attention_equals_attention_over_one_cache(n_kv):
     want = CacheAttention([(full_k, full_v)], keys[:, None, None, : Lp + slot + 1], Lp + slot, 0.3)(0, q, k, v)
     assert got.shape == (B, 1, nq * D)
     assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_a_model_with_peft_adapters_takes_the_reference_path(tok, prompts):
+    """The fused copy reads each projection's `.weight` (the base weight under peft): an engine over a
+    LoRA-injected model must decode through the model's own forward, adapters included."""
+    peft = pytest.importorskip("peft")
+    model = peft.get_peft_model(_model("llama", tok), peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.5)  # B starts at 0: make the adapters matter
+    inner = model.get_base_model()
+    engine = HFEngine(inner, tok, dtype=torch.float32)
+    assert not engine.fast
+    params = SamplingParams(n=1, temperature=0.0, max_new_tokens=6, min_new_tokens=6)
+    got = engine.generate(prompts[:1], params)[0][0]
+    ids = torch.tensor([list(prompts[0]) + list(got.token_ids)])
+    with torch.no_grad():
+        logp = torch.log_softmax(inner(input_ids=ids).logits[0].float(), dim=-1)
+    want = logp[len(prompts[0]) - 1 : -1].gather(-1, torch.tensor(got.token_ids)[:, None]).squeeze(-1)
+    assert torch.allclose(torch.tensor(got.sampler_logprobs), want, atol=1e-4)
