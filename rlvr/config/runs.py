@@ -143,6 +143,13 @@ def _rl_problems(c: RLConfig) -> list[str]:
             f"algorithm.objective = {a.objective.type!r} is on-policy only, but algorithm.mu > 1 reuses the "
             "batch; use algorithm.objective = 'ppo_clip' or set algorithm.mu = 1"
         )
+    if r.engine.type == "vllm" and c.parallel.mode != "none":  # seen under torchrun: rank 1 cannot build it
+        out.append(
+            f"rollout.engine.type = 'vllm' with parallel.mode = {c.parallel.mode!r}: not supported in this version "
+            "(each rank would build its own vLLM from an HF export that transformers writes on rank 0 only, and "
+            "in-process vLLM starts its own torch.distributed group); set parallel.mode = 'none' and run one "
+            "process, or use rollout.engine.type = 'hf' under torchrun"
+        )
     if len({(t.name, repr(sorted(t.kwargs.items()))) for t in c.tasks}) < len(c.tasks):
         out.append("[[tasks]]: the same task with the same kwargs appears twice; merge them by weight")
     out.extend(_schedule_problems(o, c.optimizer_steps))

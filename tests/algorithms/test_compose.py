@@ -63,3 +63,32 @@ def test_metric_terms_are_logged_not_differentiated():
     assert "kl" not in metrics and float(loss) == pytest.approx((0.5 + 1.0) / 2)
     loss, metrics = obj(_x(), torch.tensor(2.0))
     assert float(metrics["kl"]) == pytest.approx(-0.25) and float(loss) == pytest.approx(0.75)
+
+
+def _decoupled(logprobs, old, sampler):
+    """PPO-clip + truncated IS over one sequence of two tokens with A = 1.5 and the step's denominator 2."""
+    from rlvr.algorithms.objectives import ppo_clip
+
+    obj = Objective((("policy", policy_term(ppo_clip, {"clip_low": 0.2, "clip_high": 0.2}), 1.0),),
+                    lambda pt, m, d: aggregate(pt, m, "token_mean", denominator=d),
+                    lambda masks: masks[0].sum().float(), Correction("tis", cap=2.0))  # fmt: skip
+    lp = torch.log(torch.tensor([logprobs])).requires_grad_()
+    x = TokenInputs(logprobs=lp, old_logprobs=lp.detach() if old is None else torch.log(torch.tensor([old])),
+                    loss_mask=torch.tensor([[True, True]]), advantages=torch.tensor([1.5]),
+                    sampler_logprobs=torch.log(torch.tensor([sampler])))  # fmt: skip
+    obj(x, torch.tensor(2.0))[0].backward()
+    return lp.grad[0].tolist()
+
+
+def test_one_step_off_with_one_update_is_the_truncated_is_policy_gradient():
+    # mu = 1: old = the current policy (ratio 1, no clip), the behaviour policy sampled the batch.
+    # w = min(pi / pi_behaviour, 2): 0.5 / 0.125 = 4 -> 2, 0.2 / 0.4 = 0.5; d loss / d logp = -w * A / 2
+    assert _decoupled([0.5, 0.2], None, [0.125, 0.4]) == pytest.approx([-2 * 1.5 / 2, -0.5 * 1.5 / 2])
+
+
+def test_decoupled_ppo_clips_against_the_proximal_policy_and_weights_by_the_behaviour_one():
+    # mu > 1 (AReaL's decoupled objective): the trust region is around pi_old (the proximal policy, the
+    # weights before this step's updates), the IS weight is pi_old / pi_behaviour.  Token 0: r = 0.5 / 0.4
+    # = 1.25 > 1.2 with A > 0, clipped: no gradient (its weight min(0.4 / 0.125, 2) = 2 does not matter);
+    # token 1: r = 1, w = 0.2 / 0.4 = 0.5 -> -0.5 * 1.5 * r / 2
+    assert _decoupled([0.5, 0.2], [0.4, 0.2], [0.125, 0.4]) == pytest.approx([0.0, -0.5 * 1.5 / 2])

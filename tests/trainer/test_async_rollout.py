@@ -86,3 +86,85 @@ def test_one_step_off_grpo_learns(tmp_path):
     rewards = [r["reward/total"] for r in rows]
     assert result.status == "completed" and sum(rewards[-4:]) / 4 > sum(rewards[:4]) / 4 + 0.1, rewards
     assert [r["staleness/steps"] for r in rows] == [0] + [1] * 13
+
+
+def test_each_batch_carries_the_logprobs_of_the_weights_that_sampled_it(tmp_path):
+    """With max_staleness = 1 the sampler logprobs of every batch are those of the weights it is tagged with
+    (the behaviour policy, weights after step t - 2), not the trainer's current ones: rescored with the
+    snapshot of that version they agree to fp32 noise, with the next version they do not."""
+    from rlvr.rollout import collect as real_collect
+    from rlvr.trainer.batching import Sample, collate
+    from rlvr.trainer.forward import completion_logprobs_no_grad
+
+    tok = build_tokenizer()
+    model = build_model("1m", tok, 0)
+    snapshots = {0: {k: v.clone() for k, v in model.state_dict().items()}}  # version = optimizer steps done
+    groups = []
+
+    def recording_collect(*args, **kwargs):
+        out = real_collect(*args, **kwargs)
+        groups.extend(out)
+        return out
+
+    def snapshot(ctx: CallbackContext):
+        snapshots[ctx.step] = {k: v.clone() for k, v in ctx.model.state_dict().items()}
+
+    cfg = _cfg(tmp_path, steps=4, max_staleness=1)
+    cfg = cfg.model_copy(update={"run": cfg.run.model_copy(update={"eval_every": 1})})
+    train_rl(cfg, model=model, tokenizer=tok, task=DigitRewardTask(), collect=recording_collect, callbacks=(snapshot,))
+    assert [g.policy_version for g in groups[::2]] == [0, 0, 1, 2]  # two prompts per batch, batches 1..4
+
+    def logprobs(version, group, completion):
+        scorer = build_model("1m", tok, 0)
+        scorer.load_state_dict(snapshots[version])
+        mb = collate([Sample(group.prompt_ids, completion.token_ids)], tok.pad_token_id)
+        return completion_logprobs_no_grad(scorer.eval(), mb, temperature=1.0, autocast=False)[0]
+
+    for g in groups[4:]:  # batches 3 and 4: sampled by versions 1 and 2 while the trainer held 2 and 3
+        c = max(g.completions, key=lambda c: len(c.token_ids))
+        sampler = torch.tensor(c.sampler_logprobs)
+        assert (sampler - logprobs(g.policy_version, g, c)).abs().max() < 1e-4
+        assert (sampler - logprobs(g.policy_version + 1, g, c)).abs().max() > 1e-3
+
+
+ASYNC_CLI = """\
+kind = "rl"
+[task]
+name = "tests.trainer.fakes:DigitRewardTask"
+[model]
+preset = "1m"
+[rollout]
+group_size = 8
+prompts_per_step = 4
+max_new_tokens = 16
+max_staleness = 1
+[rollout.engine]
+type = "hf"
+[optim]
+lr = 3e-3
+micro_batch_size = 32
+[run]
+out_dir = "{out}"
+steps = 14
+samples_every = 0
+tensorboard = false
+threads = 1
+"""
+
+
+@pytest.mark.slow
+def test_one_step_off_cli_run_learns_and_logs_its_staleness(tmp_path):
+    """`rlvr train` with rollout.max_staleness = 1: the reward rises, every batch after the first is one
+    policy version old, and truncated IS is resolved into config.json."""
+    from tests.cli.helpers import rlvr
+
+    config = tmp_path / "async.toml"
+    config.write_text(ASYNC_CLI.format(out=(tmp_path / "run").as_posix()))
+    proc = rlvr("train", str(config), cwd=tmp_path)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    rows = _rows(tmp_path / "run")
+    rewards = [r["reward/total"] for r in rows]
+    assert sum(rewards[-4:]) / 4 > sum(rewards[:4]) / 4 + 0.1, rewards
+    assert [r["staleness/steps"] for r in rows] == [0] + [1] * 13
+    assert [r["staleness/policy_version"] for r in rows] == [0, *range(13)]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["algorithm"]["correction"]["type"] == "tis"

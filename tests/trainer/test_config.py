@@ -185,3 +185,10 @@ def test_every_example_loads(path):
 def test_examples_exist():
     names = {p.name for p in EXAMPLES}
     assert {"tiny_grpo.toml", "tiny_sft.toml", "hf_checkpoint_grpo.toml"} <= names
+
+
+@pytest.mark.parametrize("mode", ["colocated", "server"])
+def test_vllm_under_data_parallel_is_refused_with_what_to_do(mode):
+    msg = _error({**TASK, "rollout": {"engine": {"type": "vllm", "mode": mode}}, "parallel": {"mode": "ddp"}})
+    assert "rollout.engine.type = 'vllm' with parallel.mode = 'ddp'" in msg and "parallel.mode = 'none'" in msg
+    assert parse_config({**TASK, "rollout": {"engine": {"type": "vllm", "mode": mode}}}).parallel.mode == "none"
