@@ -15,8 +15,13 @@ Off-policy correction: every group is tagged with the engine version (optimizer 
 it; its `sampler_logprobs` are the behaviour policy's, so the trainer's IS correction
 (`algorithm.correction`, truncated IS by default when s > 0) weights pi_old / pi_behaviour, and the
 PPO ratio stays pi_theta / pi_old: the decoupled objective of AReaL (Fu et al. 2025, "AReaL: a
-large-scale asynchronous reinforcement learning system", §5).  Resume is exact: the batches sampled
-ahead are part of the stage's state and are saved with every checkpoint.
+large-scale asynchronous reinforcement learning system", §5).  With mu > 1, pi_old is the proximal
+policy (the weights after step t - 1, recomputed by the trainer) and the clip is taken around it; with
+mu = 1, pi_old is the current policy itself (ratio 1, nothing clipped) and the gradient is
+min(pi_theta / pi_behaviour, cap) * A * grad log pi_theta, truncated IS against the behaviour policy
+(prime-rl's one-step-off loss also weights by trainer over inference probabilities;
+tests/algorithms/test_compose.py holds both cases to hand-derived numbers).  Resume is exact: the
+batches sampled ahead are part of the stage's state and are saved with every checkpoint.
 """
 
 from __future__ import annotations
