@@ -35,9 +35,11 @@ Metrics = dict[str, Tensor]
 class TokenInputs:
     """Everything any objective term may read for one micro-batch; `[B, T]` unless noted.
 
-    `logprobs` carries the gradient; the others are constants.  `old_logprobs` is the policy at
-    sampling time as the trainer computes it (`logprobs.detach()` when on-policy, mu = 1);
-    `sampler_logprobs` what the engine reported; `ref_logprobs` the reference policy's.
+    `logprobs` carries the gradient; the others are constants.  `old_logprobs` is the proximal policy
+    (the weights before this step's updates) as the trainer computes it (`logprobs.detach()` when
+    mu = 1); it is the sampling-time policy only when rollout.max_staleness = 0.  `sampler_logprobs`
+    are what the engine reported for the weights that sampled the batch (the behaviour policy);
+    `ref_logprobs` the reference policy's.
     """
 
     logprobs: Tensor
