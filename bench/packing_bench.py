@@ -72,6 +72,17 @@ def sample_batches(plan, seed: int, model, tok, task, n: int, tmp: Path):
     return config, out
 
 
+def synthetic(samples, lo: int, hi: int, *, seed: int):
+    """The same prompts and advantages, completions of random tokens with lengths uniform in [lo, hi]."""
+    import dataclasses
+    import random
+
+    rng = random.Random(seed)
+    vocab = range(4, 100)
+    return [dataclasses.replace(s, completion_ids=tuple(rng.choice(vocab) for _ in range(rng.randint(lo, hi))),
+                                sampler_logprobs=None) for s in samples]  # fmt: skip
+
+
 def slots(batches) -> int:
     """Token positions the forward computes (see the module docstring)."""
     total = 0
@@ -125,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--presets", default="", help="comma-separated extra model presets timed on the same tokens")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--synthetic-lengths", default=None, metavar="LO:HI",
+                    help="replace each sampled completion by random tokens of a length uniform in [LO, HI] "
+                         "(a stand-in for tasks whose completion lengths vary widely; labelled in the output)")
     ap.add_argument("--pack-len", type=int, default=None, help="optim.pack_len (default: rl_packing.default_row_len)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -132,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model, tok, task = sft_model(plan, args.seed, args.run, Path(tmp))
         config, batches = sample_batches(plan, args.seed, model, tok, task, args.batches, Path(tmp))
+    if args.synthetic_lengths:
+        batches = [synthetic(b, *map(int, args.synthetic_lengths.split(":")), seed=args.seed) for b in batches]
+        print(f"SYNTHETIC completion lengths, uniform in [{args.synthetic_lengths.replace(':', ', ')}]")
     models = {plan.preset + " (demo SFT)": model}
     for preset in filter(None, args.presets.split(",")):
         models[preset] = build_model(preset, tok, args.seed)

@@ -73,12 +73,13 @@ def pack_groups(samples: Sequence[Sample], row_len: int) -> list[list[tuple[tupl
 
     First fit, largest group first and longest completion first within a group: a completion joins a
     segment of its prompt that has room, else opens a segment (prompt + it) in the first row with room,
-    else a new row.  Deterministic: ties keep the samples' order.  Empty completions are left out
-    (they predict nothing).
+    else a new row.  Deterministic: ties keep the samples' order.  Empty completions and masked samples
+    (no token counts: e.g. truncated ones under algorithm.mask_truncated) are left out: they predict
+    nothing the loss or its metrics read, so the forward skips them.
     """
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, s in enumerate(samples):
-        if s.completion_ids:
+        if s.completion_ids and not s.masked:
             groups.setdefault(s.prompt_ids, []).append(i)
     too_long = [i for ii in groups.values() for i in ii if samples[i].length > row_len]
     if too_long:

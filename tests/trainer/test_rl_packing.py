@@ -67,10 +67,10 @@ def test_layout_by_hand() -> None:
 
 
 def test_rows_fit_hold_every_completion_once_and_are_deterministic() -> None:
-    samples = _groups(6, 8, seed=3)
-    rows = pack_groups(samples, 40)
+    samples = _groups(6, 8, seed=3, masked=frozenset({9}))
+    rows = pack_groups(samples, 40)  # the empty completion (6) and the masked sample (9) are left out
     placed = [i for row in rows for _, ii in row for i in ii]
-    assert sorted(placed) == [i for i, s in enumerate(samples) if s.completion_ids]  # the empty one is left out
+    assert sorted(placed) == [i for i, s in enumerate(samples) if s.completion_ids and not s.masked]
     for row in rows:
         assert sum(len(p) + sum(len(samples[i].completion_ids) for i in ii) for p, ii in row) <= 40
         assert all(samples[i].prompt_ids == p for p, ii in row for i in ii)
