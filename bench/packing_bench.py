@@ -147,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         model, tok, task = sft_model(plan, args.seed, args.run, Path(tmp))
         config, batches = sample_batches(plan, args.seed, model, tok, task, args.batches, Path(tmp))
     if args.synthetic_lengths:
-        batches = [synthetic(b, *map(int, args.synthetic_lengths.split(":")), seed=args.seed) for b in batches]
+        lo, hi = map(int, args.synthetic_lengths.split(":"))
+        batches = [synthetic(b, lo, hi, seed=args.seed + k) for k, b in enumerate(batches)]
         print(f"SYNTHETIC completion lengths, uniform in [{args.synthetic_lengths.replace(':', ', ')}]")
     models = {plan.preset + " (demo SFT)": model}
     for preset in filter(None, args.presets.split(",")):
