@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from rlvr.config import ConfigError
 from rlvr.trainer.batching import MicroBatch, Sample, collate
 
 
@@ -56,7 +57,7 @@ class PackedRows:
         if attn_implementation == "eager":
             zero = torch.zeros((), dtype=dtype, device=device)
             return torch.where(allowed, zero, torch.finfo(dtype).min)
-        raise ValueError(
+        raise ConfigError(
             f"optim.packing needs eager or SDPA attention (a 4-D mask), not {attn_implementation!r}; set "
             "model.attn_implementation = 'eager' or 'sdpa', or optim.packing = false"
         )

@@ -158,6 +158,14 @@ def test_empty_micro_batches_change_nothing() -> None:
     assert not empty.loss_mask.any() and empty.packed is None
 
 
+def test_an_attention_without_4d_masks_is_refused_with_what_to_do() -> None:
+    from rlvr.config import ConfigError
+
+    mb = packed_micro_batches(_groups(1, 2), 4, PAD)[0]
+    with pytest.raises(ConfigError, match=r"optim\.packing needs eager or SDPA.*flash_attention_2"):
+        mb.packed.attention_mask("flash_attention_2", torch.float32, torch.device("cpu"))
+
+
 def test_all_empty_completions_still_give_one_micro_batch() -> None:
     batches = packed_micro_batches([Sample((5, 6), (), index=0), Sample((5, 6), (), index=1)], 4, PAD)
     assert len(batches) == 1 and not batches[0].loss_mask.any()
