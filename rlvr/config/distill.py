@@ -106,6 +106,8 @@ class DistillConfig(BaseModel):
                        "(teacher.topk_file stores no hidden states)")  # fmt: skip
         if d.feature_weight and not d.layer_map:
             out.append("distill.layer_map is empty: give (student layer, teacher layer) pairs, e.g. [[-1, -1]]")
+        if self.optim.packing:
+            out.append("optim.packing packs RL micro-batches (kind = 'rl'), not kind = 'distill': set optim.packing = false")
         if d.reward_weight and self.rollout.group_size < 2:
             out.append("distill.reward_weight > 0 uses GRPO advantages: set rollout.group_size >= 2")
         if self.run.eval_every and self.task is None:

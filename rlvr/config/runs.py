@@ -45,6 +45,14 @@ from rlvr.config.sections import (
 class _Top(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
+    @model_validator(mode="after")
+    def _packing_is_rl(self) -> Any:
+        optim, kind = getattr(self, "optim", None), getattr(self, "kind", None)
+        if optim is not None and getattr(optim, "packing", False) and kind != "rl":
+            hint = "use data.packing" if kind == "sft" else "set optim.packing = false"
+            raise ValueError(f"optim.packing packs RL micro-batches (kind = 'rl'), not kind = {kind!r}: {hint}")
+        return self
+
 
 class RLConfig(_Top):
     """kind = "rl": GRPO-family RL on verifiable rewards (`rlvr train`)."""

@@ -172,6 +172,11 @@ class _OptimBase(Section):
     grad_clip: float | None = Field(default=1.0, gt=0)
     micro_batch_size: int = Field(default=8, ge=1)  # sequences per forward/backward
     bucket_by_length: bool = True  # group similar lengths into micro-batches (less padding)
+    # kind = "rl": pack each group's prompt once and its completions after it into rows of pack_len tokens
+    # (rlvr/trainer/rl_packing.py; the loss is unchanged); micro-batches are then formed by token slots,
+    # at most micro_batch_size x the step's longest sequence.  SFT packs with data.packing.
+    packing: bool = False
+    pack_len: int | None = Field(default=None, ge=2)  # tokens per packed row; None: see rl_packing.default_row_len
 
 
 class AdamWConfig(_OptimBase):

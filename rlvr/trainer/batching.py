@@ -58,6 +58,7 @@ class MicroBatch:
     old_logprobs: Tensor | None = None  # [B, C] float32, set by the no-grad pass when mu > 1
     old_values: Tensor | None = None  # [B, C] float32: the critic at sampling time (PPO)
     returns: Tensor | None = None  # [B, C] float32: GAE returns, the critic's targets (PPO)
+    packed: Any = None  # rl_packing.PackedRows: the forward runs these rows instead of input_ids (optim.packing)
 
     @property
     def size(self) -> int:
@@ -139,6 +140,8 @@ def micro_batches(
 
 
 def padding_fraction(batches: Sequence[Any]) -> float:  # MicroBatch or packing.PackedBatch
-    """Fraction of the forward's token slots that are padding (0 = no waste)."""
-    slots = sum(b.input_ids.numel() for b in batches)
-    return 1.0 - sum(b.num_tokens for b in batches) / max(slots, 1)
+    """Fraction of the forward's token slots that are padding (0 = no waste); of the packed rows when
+    a micro-batch is packed (`rl_packing`)."""
+    forwarded = [getattr(b, "packed", None) or b for b in batches]
+    slots = sum(b.input_ids.numel() for b in forwarded)
+    return 1.0 - sum(b.num_tokens for b in forwarded) / max(slots, 1)

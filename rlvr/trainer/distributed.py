@@ -25,7 +25,9 @@ Checkpoints are `rlvr.trainer.dist_checkpoint`.  Not supported under more than o
 ConfigError says so): DAPO dynamic sampling (ranks would draw different numbers of prompts),
 asynchronous rollout (`rollout.max_staleness > 0`: the sampled-ahead batch is per rank), and the
 stages other than rl and sft.  Every rank must run the same number of micro-batches per step (FSDP2
-all-gathers in every forward, DDP all-reduces in every backward): equal shares guarantee it today.
+all-gathers in every forward, DDP all-reduces in every backward): equal shares guarantee it, except
+with `optim.packing`, where the count depends on the data and `all_max` tops every rank up to the
+largest count with empty micro-batches (loss and gradient 0).
 """
 
 from __future__ import annotations
@@ -93,6 +95,8 @@ class Parallel:
             stage.advantage = gathered_advantage(stage.advantage, self.rank)
         if getattr(stage, "kl_ctl", None) is not None:
             stage.kl_ctl = MeanKLController(stage.kl_ctl)
+        if hasattr(stage, "agree_count"):  # packed micro-batches: their number depends on each rank's data
+            stage.agree_count = all_max
         dist.barrier()  # every rank checked the run directory before rank 0 writes to it
 
     # ------------------------------------------------------------ once per step
@@ -267,6 +271,13 @@ def all_sum(value: Tensor) -> Tensor:
     out = value.detach().clone().to(torch.float64)
     dist.all_reduce(out)
     return out.to(value.dtype)
+
+
+def all_max(count: int) -> int:
+    """The largest `count` over the ranks (every rank runs that many micro-batches: `rl_packing`)."""
+    out = torch.tensor([count], dtype=torch.long, device="cuda" if dist.get_backend() == "nccl" else "cpu")
+    dist.all_reduce(out, op=dist.ReduceOp.MAX)
+    return int(out)
 
 
 def global_denominator(local: Callable[[Sequence[Tensor]], Tensor], world_size: int) -> Callable[[Sequence[Tensor]], Tensor]:

@@ -62,6 +62,9 @@ def completion_logprobs(
     """
     body, weight = decoder_and_head(model)
     device = weight.device
+    if batch.packed is not None:  # optim.packing: rows of prompts + completions (`rl_packing`)
+        return _packed_logprobs(model, body, batch, temperature=temperature, autocast=autocast,
+                                chunk_size=chunk_size, entropy_grad=entropy_grad)  # fmt: skip
     with maybe_autocast(autocast, device.type):
         # activation checkpointing turns the KV cache off in training: then the plain (equal) path
         if share_prefix and batch.shares_prefixes and not _checkpointing(model):
@@ -74,6 +77,29 @@ def completion_logprobs(
         hidden, w, batch.targets.to(device), chunk_size=chunk_size, temperature=temperature
     )
     return logprobs.float(), (entropy if entropy_grad else entropy.detach()).float()
+
+
+def _packed_logprobs(model: nn.Module, body: nn.Module, batch: MicroBatch, *, temperature: float, autocast: bool,
+                     chunk_size: int, entropy_grad: bool) -> tuple[Tensor, Tensor]:  # fmt: skip  # [B, C] each
+    """`completion_logprobs` of a packed micro-batch: the rows' forward, the completion tokens' logprobs
+    from the states that predict them, scattered back to the [B, C] layout (0 at padded slots)."""
+    pk, device = batch.packed, decoder_and_head(model)[1].device
+    impl = getattr(getattr(model, "config", None), "_attn_implementation", "eager")
+    dtype = model.get_input_embeddings().weight.dtype  # an additive mask in the embeddings' dtype, as HF's own
+    with maybe_autocast(autocast, device.type):
+        hidden = body(
+            input_ids=pk.input_ids.to(device), position_ids=pk.position_ids.to(device),
+            attention_mask=pk.attention_mask(impl, dtype, device), use_cache=False,
+        ).last_hidden_state  # [R, L, H]
+    w = decoder_and_head(model)[1]  # after the body's forward (FSDP2)
+    states = hidden.reshape(-1, hidden.shape[-1])[pk.gather.to(device)]  # [N, H]
+    scatter = pk.scatter.to(device)
+    targets = batch.targets.to(device).reshape(-1)[scatter]
+    lp, ent = logprobs_and_entropy_from_hidden(states[None], w.to(states.dtype), targets[None],
+                                               chunk_size=chunk_size, temperature=temperature)  # fmt: skip
+    B, C = batch.targets.shape
+    lp, ent = (x[0].float().new_zeros(B * C).index_copy(0, scatter, x[0].float()).view(B, C) for x in (lp, ent))
+    return lp, (ent if entropy_grad else ent.detach())
 
 
 def _checkpointing(model: nn.Module) -> bool:

@@ -27,6 +27,7 @@ from rlvr.trainer.data import DataCursor, MixtureCursor
 from rlvr.trainer.driver import run_stage
 from rlvr.trainer.forward import completion_logprobs_no_grad
 from rlvr.trainer.optim import Optimizers, build_optimizer, lr_factor
+from rlvr.trainer.rl_packing import empty_batch, packed_micro_batches
 from rlvr.trainer.rl_steps import (
     group_advantages,
     reference_logprobs,
@@ -62,6 +63,7 @@ class RLStage:
     warnings: list[str] = field(default_factory=list)
     pipeline: RolloutPipeline = field(default_factory=RolloutPipeline)  # rollout.max_staleness
     kind: str = "rl"
+    agree_count: Callable[[int], int] = int  # data parallel: the most micro-batches any rank has this step
 
     # ------------------------------------------------------------ the step
     def step(self, step: int, timer: Timer) -> dict[str, Any]:
@@ -80,8 +82,7 @@ class RLStage:
             metrics["kl/reward_penalty"] = float(self.kl_ctl.value * seq_kl.mean())
         adv, adv_metrics = group_advantages(self.advantage, groups, rewards)  # 4. advantages on groups
         samples = to_samples(groups, adv, ref, mask_truncated=a.mask_truncated)
-        batches = micro_batches(samples, c.optim.micro_batch_size, self.tokenizer.pad_token_id,
-                                bucket=c.optim.bucket_by_length)  # fmt: skip
+        batches = self._micro_batches(samples)
         if a.needs_old_logprobs_pass:  # 5. the batch is reused: freeze the sampling-time policy
             with timer("old_logprobs"):
                 for mb in batches:
@@ -110,6 +111,15 @@ class RLStage:
         return metrics
 
     # ------------------------------------------------------------ helpers
+    def _micro_batches(self, samples: Sequence[Any]) -> list[Any]:
+        """Length-bucketed micro-batches, or with optim.packing packed rows (`rl_packing`), topped up with
+        empty micro-batches to the count every rank runs (their number depends on the data)."""
+        o, pad = self.config.optim, self.tokenizer.pad_token_id
+        if not o.packing:
+            return micro_batches(samples, o.micro_batch_size, pad, bucket=o.bucket_by_length)
+        batches = packed_micro_batches(samples, o.micro_batch_size, pad, row_len=o.pack_len)
+        return batches + [empty_batch(pad, batches[0]) for _ in range(self.agree_count(len(batches)) - len(batches))]
+
     def _policy_logprobs(self, group: Any, completion: Any) -> Sequence[float]:
         """The sampling policy's logprobs (the engine's report; its score when it reports none)."""
         if completion.sampler_logprobs is not None:
