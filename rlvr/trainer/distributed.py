@@ -26,7 +26,7 @@ ConfigError says so): DAPO dynamic sampling (ranks would draw different numbers 
 asynchronous rollout (`rollout.max_staleness > 0`: the sampled-ahead batch is per rank), and the
 stages other than rl and sft.  Every rank must run the same number of micro-batches per step (FSDP2
 all-gathers in every forward, DDP all-reduces in every backward): equal shares guarantee it, except
-with `optim.packing`, where the count depends on the data and `all_max` tops every rank up to the
+with `optim.packing` (RL) and `data.packing` (SFT), where the count depends on the data and `all_max` tops every rank up to the
 largest count with empty micro-batches (loss and gradient 0).
 """
 

@@ -106,6 +106,13 @@ def packed_batches(
     ]
 
 
+def empty_packed(pad_id: int) -> PackedBatch:
+    """A packed micro-batch with nothing that counts (loss 0, gradient 0): what a rank with fewer packed
+    micro-batches runs so that every rank runs the same number (DDP reduces in every backward, FSDP2
+    gathers in every forward)."""
+    return collate_packed([Sample((pad_id,), (), masked=True)], [[0]], pad_id)
+
+
 def packed_logprobs(
     model: nn.Module, batch: PackedBatch, *, autocast: bool = False, chunk_size: int = 1024
 ) -> Tensor:  # [R, L] fp32, differentiable; meaningful where batch.loss_mask

@@ -11,7 +11,7 @@ It runs on the shared objective-blind step (the NLL term) and the one loop drive
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from rlvr.trainer.batching import MicroBatch, Sample, micro_batches, padding_fra
 from rlvr.trainer.data import DataCursor, read_text_rows
 from rlvr.trainer.driver import run_stage
 from rlvr.trainer.optim import Optimizers, build_optimizer, lr_factor
-from rlvr.trainer.packing import PackedBatch, packed_batches
+from rlvr.trainer.packing import PackedBatch, empty_packed, packed_batches
 from rlvr.trainer.run import Callback, RunResult, Timer
 from rlvr.trainer.step import optimizer_update
 
@@ -106,11 +106,15 @@ class SFTStage:
     objective: Objective = SFT_OBJECTIVE  # data parallelism swaps in the all-reduced denominator
     warnings: list[str] = field(default_factory=list)
     kind: str = "sft"
+    agree_count: Callable[[int], int] = int  # data parallel: the most packed micro-batches any rank has this step
 
     def step(self, step: int, timer: Timer) -> dict[str, Any]:
         c = self.config
         with timer("train"):
-            batches = sft_batches(self.cursor.take(c.data.batch_size), c, self.tokenizer.pad_token_id)
+            pad = self.tokenizer.pad_token_id
+            batches = list(sft_batches(self.cursor.take(c.data.batch_size), c, pad))
+            if c.data.packing:  # the packed count depends on each rank's lengths: every rank runs the most any has
+                batches += [empty_packed(pad) for _ in range(self.agree_count(len(batches)) - len(batches))]
             self.model.train()
             metrics = optimizer_update(self.model, self.optim, batches, self.objective, temperature=1.0,
                                        autocast=self.autocast, grad_clip=c.optim.grad_clip,

@@ -134,3 +134,22 @@ def test_packed_sft_run_learns_and_pads_less(tmp_path) -> None:
     assert packed.status == plain.status == "completed"
     assert rows["packed"][-1]["loss"] < rows["packed"][0]["loss"]
     assert rows["packed"][0]["padding_frac"] < rows["plain"][0]["padding_frac"]
+
+
+def test_packed_sft_step_tops_up_to_the_agreed_count_with_empty_micro_batches(tmp_path) -> None:
+    """Under DDP / FSDP2 each rank's packed micro-batch count depends on its own lengths; the stage runs
+    `agree_count(n)` of them (all-reduce max), the extra ones empty: same loss, metrics and weights."""
+    from rlvr.trainer.run import Timer
+    from rlvr.trainer.sft import build_sft_stage
+
+    tok = build_tokenizer()
+    results, counts = [], []
+    for extra in (0, 2):
+        stage = build_sft_stage(_sft_cfg(tmp_path, True, 1), model=build_model("1m", tok, 0), tokenizer=tok)
+        stage.agree_count = lambda n, extra=extra: counts.append(n) or n + extra
+        metrics = stage.step(1, Timer())
+        results.append((metrics, [p.detach().clone() for p in stage.model.parameters()]))
+    (m0, w0), (m2, w2) = results
+    assert counts[0] == counts[1] >= 1  # both stages saw the same real micro-batches
+    assert m0["loss"] == m2["loss"] and m0["tokens"] == m2["tokens"] and m0["grad_norm"] == m2["grad_norm"]
+    assert all(torch.equal(a, b) for a, b in zip(w0, w2))
