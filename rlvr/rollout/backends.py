@@ -26,6 +26,7 @@ from typing import Protocol
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
+from rlvr.models.compat import cache_kwarg, returned_cache
 from rlvr.rollout.fused import CacheAttention, FusedLlama, SharedPrefixAttention, rope_tables
 
 FAST_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
@@ -118,8 +119,9 @@ class HFCacheBackend:
     def start(self, ids: torch.Tensor, mask: torch.Tensor, n: int, max_new: int) -> torch.Tensor:
         pos = positions_from_mask(mask)
         cache = DynamicCache(config=self.model.config)
-        out = self.model(input_ids=ids, attention_mask=mask.long(), position_ids=pos, past_key_values=cache)
-        self.cache = out.past_key_values
+        self.cache_kw = cache_kwarg(self.model)
+        out = self.model(input_ids=ids, attention_mask=mask.long(), position_ids=pos, **{self.cache_kw: cache})
+        self.cache = returned_cache(out)
         self.cache.batch_repeat_interleave(n)
         gen_mask = torch.ones(ids.shape[0] * n, max_new, dtype=torch.long, device=ids.device)
         self.mask = torch.cat([mask.long().repeat_interleave(n, 0), gen_mask], dim=1)
@@ -132,6 +134,6 @@ class HFCacheBackend:
             input_ids=tokens[:, None],
             attention_mask=self.mask[:, : self.Lp + i + 1],
             position_ids=(self.next_pos + i)[:, None],
-            past_key_values=self.cache,
+            **{self.cache_kw: self.cache},
         )
         return out.logits[:, -1].float()

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from rlvr.algorithms.logprobs import logprobs_and_entropy_from_hidden
+from rlvr.models.compat import cache_kwarg, returned_cache
 from rlvr.trainer.batching import MicroBatch
 
 
@@ -133,14 +134,14 @@ def _shared_prefix_hidden(body: nn.Module, batch: MicroBatch, device: torch.devi
     prompt = body(
         input_ids=ids[rows, :P], attention_mask=mask[rows, :P], position_ids=pos[rows, :P], use_cache=True
     )
-    cache = prompt.past_key_values
+    cache = returned_cache(prompt)
     cache.batch_select_indices(index)  # [G, ...] -> [B, ...] (an indexing op: gradients flow back)
     completion = body(
         input_ids=ids[:, P:],
         attention_mask=mask,
         position_ids=pos[:, P:],
-        past_key_values=cache,
         use_cache=True,
+        **{cache_kwarg(body): cache},
     ).last_hidden_state  # [B, C, H]
     last_prompt = prompt.last_hidden_state[:, -1][index]  # [B, H]: prompts are left-padded
     return torch.cat([last_prompt.unsqueeze(1), completion[:, :-1]], dim=1)

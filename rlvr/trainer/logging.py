@@ -42,9 +42,10 @@ _QUIET = _DropMessages("`past_key_values`/`cache_params` are deprecated")
 
 
 def quiet_third_party() -> None:
-    """Silence the notices rlvr's own calls cause in transformers, narrowly: the deprecation of the
-    `past_key_values` name that the shared-prefix forward and the HF engine still use (transformers 5
-    renamed it `cache`).  Idempotent; filters that one message, nothing else."""
+    """Silence one transformers notice, narrowly: the deprecation of the `past_key_values` name
+    (transformers 5.2x renamed it `cache`; rlvr passes whichever name the model declares,
+    `rlvr.models.compat`, but other callers in the process may still use the old one).
+    Idempotent; filters that one message, nothing else."""
     target = logging.getLogger("transformers.utils.generic")
     if _QUIET not in target.filters:
         target.addFilter(_QUIET)
