@@ -197,3 +197,49 @@ def test_two_rank_grpo_through_the_cli_learns_the_tiny_task(tmp_path):
     after = _sampled_accuracy(tmp_path / "rl/checkpoints/step_000040", tmp_path / "after.json")
     assert [r["step"] for r in rows(tmp_path / "rl")] == list(range(1, 41))
     assert after > before + 0.08, (before, after)
+
+
+PACKED_SFT_TOML = """kind = "sft"
+[model]
+preset = "1m"
+[data]
+path = "OUT/pairs.jsonl"
+batch_size = 16
+max_len = 80
+packing = true
+[optim]
+lr = 3e-3
+micro_batch_size = 1
+[run]
+out_dir = "OUT/RUN"
+steps = 6
+progress = false
+tensorboard = false
+threads = 1
+[parallel]
+mode = "ddp"
+"""
+
+
+@pytest.mark.slow
+def test_two_rank_packed_sft_with_uneven_micro_batch_counts_matches_one_process(tmp_path):
+    """Lengths 4..61 tokens packed into rows of 80: each rank's packed micro-batch count depends on its
+    own samples (seen: 3 vs 4 at step 2, 6 vs 4 at step 5).  Before the counts were agreed the 2-rank
+    run hung in step 2's backward; now every rank runs the most any has, and the losses are the
+    1-process run's."""
+    import random
+
+    rng = random.Random(0)
+    with open(tmp_path / "pairs.jsonl", "w") as f:
+        for i in range(64):
+            body = "".join(rng.choice("abcdefgh") for _ in range(rng.choice([3, 5, 8, 30, 45, 60])))
+            f.write(json.dumps({"prompt": f"Q{i}: ", "completion": body}) + "\n")
+    (tmp_path / "sft.toml").write_text(PACKED_SFT_TOML.replace("OUT", str(tmp_path)))
+    torchrun("sft", str(tmp_path / "sft.toml"), "--set", f"run.out_dir={tmp_path / 'two'}", timeout=300)
+    from rlvr.config import load_config
+    from rlvr.trainer.sft import train_sft
+
+    train_sft(load_config(tmp_path / "sft.toml", ["parallel.mode=none", f"run.out_dir={tmp_path / 'one'}"]))
+    two, one = rows(tmp_path / "two"), rows(tmp_path / "one")
+    assert [r["step"] for r in two] == list(range(1, 7))
+    assert [r["loss"] for r in two] == pytest.approx([r["loss"] for r in one], rel=1e-5)
