@@ -49,7 +49,7 @@ def completion_logprobs(
     batch: MicroBatch,
     *,
     temperature: float = 1.0,
-    autocast: bool = True,
+    autocast: bool,  # required: a default of True would mean emulated bf16 on most CPUs
     chunk_size: int = 1024,
     share_prefix: bool = True,
     entropy_grad: bool = False,
@@ -149,7 +149,7 @@ def _shared_prefix_hidden(body: nn.Module, batch: MicroBatch, device: torch.devi
 
 @torch.no_grad()
 def completion_logprobs_no_grad(
-    model: nn.Module, batch: MicroBatch, *, temperature: float = 1.0, autocast: bool = True
+    model: nn.Module, batch: MicroBatch, *, temperature: float = 1.0, autocast: bool
 ) -> Tensor:  # [B, C]
     """`completion_logprobs` without a graph (old-policy and reference passes)."""
     return completion_logprobs(model, batch, temperature=temperature, autocast=autocast)[0]
