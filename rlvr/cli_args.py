@@ -20,26 +20,26 @@ def json_object(text: str) -> dict:
     return value
 
 
-def ks(text: str) -> list[int]:
-    """argparse type for --k: comma-separated positive integers."""
-    try:
-        ks = [int(k) for k in text.split(",") if k.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,4,16, got {text!r}") from None
-    if not ks or min(ks) < 1:
-        raise argparse.ArgumentTypeError(f"expected integers >= 1 like 1,4,16, got {text!r}")
-    return ks
-
-
-def ks_any(text: str) -> list[int]:
-    """argparse type for --seeds: comma-separated integers (>= 0)."""
+def _int_list(text: str, *, least: int, example: str, distinct: bool = False) -> list[int]:
+    """Comma-separated integers >= `least` (and pairwise different with `distinct`), or an argparse error."""
     try:
         values = [int(k) for k in text.split(",") if k.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 0,1,2, got {text!r}") from None
-    if not values or min(values) < 0 or len(set(values)) != len(values):
-        raise argparse.ArgumentTypeError(f"expected distinct integers >= 0 like 0,1,2, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like {example}, got {text!r}") from None
+    if not values or min(values) < least or (distinct and len(set(values)) != len(values)):
+        what = "distinct integers" if distinct else "integers"
+        raise argparse.ArgumentTypeError(f"expected {what} >= {least} like {example}, got {text!r}")
     return values
+
+
+def ks(text: str) -> list[int]:
+    """argparse type for --k: comma-separated positive integers."""
+    return _int_list(text, least=1, example="1,4,16")
+
+
+def ks_any(text: str) -> list[int]:
+    """argparse type for --seeds: comma-separated distinct integers (>= 0)."""
+    return _int_list(text, least=0, example="0,1,2", distinct=True)
 
 
 def positive(text: str) -> int:
