@@ -28,6 +28,7 @@ import contextlib
 import functools
 import json
 import os
+import select
 import shutil
 import signal
 import struct
@@ -41,6 +42,7 @@ SANDBOX_DIR = "/sandbox"  # read-only, holds the harness files
 SCRATCH = "/tmp"
 SCRATCH_BYTES = 64 << 20
 KILL_WAIT_S = 5.0  # how long a killed sandbox may take to disappear before it is an integrity error
+INFO_WAIT_S = 30.0  # how long bwrap may take to report its pid namespace (`--info-fd`)
 ISOLATION = (
     "bwrap", "userns", "pidns", "netns", "ipcns", "utsns", "cgroupns", "mountns", "no_nested_userns",
     "cap_drop_all", "ro_minimal_root", "tmpfs_scratch", "seccomp", "die_with_parent",
@@ -223,14 +225,37 @@ def start(
         for name, data in files.items():
             own_fds.append(_data_fd(data))
             args += ["--ro-bind-data", str(own_fds[-1]), f"{SANDBOX_DIR}/{name}"]
-        args += ["--remount-ro", "/", "--seccomp", str(own_fds[0]), "--", h.python, *python_args]
-        return subprocess.Popen(
-            args, pass_fds=(*pass_fds, *own_fds), env=ENV, cwd="/", start_new_session=True,
-            **_drop(h.uid, h.gid), **popen_kw,
-        )  # fmt: skip
+        info_r, info_w = os.pipe()
+        own_fds.append(info_w)
+        args += ["--info-fd", str(info_w), "--remount-ro", "/", "--seccomp", str(own_fds[0]), "--", h.python, *python_args]
+        try:
+            proc = subprocess.Popen(
+                args, pass_fds=(*pass_fds, *own_fds), env=ENV, cwd="/", start_new_session=True,
+                **_drop(h.uid, h.gid), **popen_kw,
+            )  # fmt: skip
+            os.close(own_fds.pop())  # our copy of the write end: EOF once bwrap has written or died
+            proc.rlvr_pid_namespace = _read_pid_namespace(info_r)  # type: ignore[attr-defined]
+        finally:
+            os.close(info_r)
+        return proc
     finally:
         for fd in own_fds:
             os.close(fd)
+
+
+def _read_pid_namespace(fd: int) -> int | None:
+    """The inode of the sandbox's pid namespace from bwrap's `--info-fd` JSON (None: bwrap died first)."""
+    data, deadline = b"", time.monotonic() + INFO_WAIT_S
+    while time.monotonic() < deadline:
+        if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
+            break
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+        with contextlib.suppress(ValueError):
+            return int(json.loads(data)["pid-namespace"])
+    return None
 
 
 def kill(proc: subprocess.Popen) -> None:
@@ -243,8 +268,11 @@ def finish(proc: subprocess.Popen, grace_s: float = 2.0) -> int:
     """Wait for the sandbox, kill what is left, and check that nothing of it survives.
 
     The sandboxed tree lives in bwrap's process group (outer bwrap) and in its pid namespace
-    (inner init, which `--die-with-parent` kills); once no process of the group is left, the
-    namespace and its tmpfs scratch are gone.  Raises SandboxIntegrityError otherwise.
+    (inner init, which `--die-with-parent` kills).  A process that left the group (`setsid()` and
+    a double fork) is still in the namespace, and the kernel kills it only asynchronously once the
+    namespace's init is gone: so we wait until neither the group nor the namespace has a live
+    process (killing what the namespace still holds), and only then are its mounts and tmpfs
+    scratch gone.  Raises SandboxIntegrityError otherwise.
     """
     try:
         returncode = proc.wait(timeout=grace_s)
@@ -252,13 +280,37 @@ def finish(proc: subprocess.Popen, grace_s: float = 2.0) -> int:
         kill(proc)
         returncode = proc.wait()
     kill(proc)
+    namespace = getattr(proc, "rlvr_pid_namespace", None)
     deadline = time.monotonic() + KILL_WAIT_S
-    while _alive(proc.pid):
+    while _alive(proc.pid) or _kill_namespace(namespace):
         if time.monotonic() > deadline:
-            raise SandboxIntegrityError(f"sandbox process group {proc.pid} survived SIGKILL")
+            raise SandboxIntegrityError(f"sandbox {proc.pid} (pid namespace {namespace}) survived SIGKILL")
         kill(proc)
         time.sleep(0.01)
     return returncode
+
+
+def _kill_namespace(inode: int | None) -> bool:
+    """SIGKILL every live process of pid namespace `inode`; whether there was one."""
+    if inode is None:
+        return False
+    link, found = f"pid:[{inode}]", False
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry}/ns/pid") != link or _state(entry) == b"Z":
+                continue
+            os.kill(int(entry), signal.SIGKILL)
+            found = True
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _state(pid: str) -> bytes:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return f.read().rsplit(b")", 1)[1].split()[0]
 
 
 def _alive(pgid: int) -> bool:

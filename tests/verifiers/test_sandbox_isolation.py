@@ -7,6 +7,7 @@ import socket
 import stat
 import subprocess
 import tempfile
+import time
 import uuid
 
 import pytest
@@ -171,6 +172,52 @@ def test_nothing_of_a_sandbox_survives_the_run() -> None:
         except OSError:
             continue
     assert not os.path.exists("/tmp/left-behind")
+
+
+def test_a_daemon_that_left_the_group_is_found_and_killed_through_the_pid_namespace() -> None:
+    # setsid() + double fork leaves bwrap's process group; the kernel kills the daemon only
+    # asynchronously when the namespace's init dies, so `finish` looks for it by namespace too
+    token = uuid.uuid4().hex
+    daemon = (
+        "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+        f"        os.execv({_bwrap.host().python!r}, ['python3', '-c', 'import time; time.sleep(60)', '{token}'])\n"
+        "    os._exit(0)\ntime.sleep(60)\n"
+    )
+    proc = _bwrap.start(_bwrap.host(), ["-I", "-S", "-c", daemon], {})
+    try:
+        inode = proc.rlvr_pid_namespace
+        deadline, members = time.monotonic() + 10, []
+        while time.monotonic() < deadline and not any(token.encode() in c for c in members):
+            time.sleep(0.02)
+            members = [_cmdline(pid) for pid in _pids_in_namespace(inode)]
+        assert any(token.encode() in c for c in members), members  # the daemon, seen in the namespace
+        assert _bwrap._kill_namespace(inode)  # nothing else kills it here: no killpg, init still alive
+        assert proc.wait(timeout=10) is not None  # init killed too: bwrap exits
+        deadline = time.monotonic() + 5
+        while _bwrap._kill_namespace(inode) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not _bwrap._kill_namespace(inode)
+    finally:
+        _bwrap.finish(proc)
+
+
+def _pids_in_namespace(inode: int) -> list[str]:
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink(f"/proc/{pid}/ns/pid") == f"pid:[{inode}]":
+                out.append(pid)
+        except OSError:
+            continue
+    return out
+
+
+def _cmdline(pid: str) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
 
 
 def test_survivor_is_loud(monkeypatch: pytest.MonkeyPatch) -> None:
