@@ -129,7 +129,7 @@ def _eval(args: argparse.Namespace) -> int:
 
     quiet_third_party()  # the HF engine's `past_key_values` notice
     try:
-        result = _run_eval(run_eval, args)
+        result = _run_eval(run_eval, task, args)
     except Stopped as stop:
         kept = f"; the samples generated so far are in {args.cache}: run the same command to continue" if args.cache else ""
         raise Stopped(stop.signal_name, f"before the evaluation finished; no result file was written{kept}") from None
@@ -137,10 +137,10 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_eval(run_eval: Any, args: argparse.Namespace) -> Any:
+def _run_eval(run_eval: Any, task: Any, args: argparse.Namespace) -> Any:
     result = run_eval(
         args.model,
-        args.task,
+        task,  # built once, in `_eval` (a dataset-backed task reads its files once)
         n=args.n,
         ks=args.k,
         temperature=args.temperature,

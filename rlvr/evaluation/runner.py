@@ -324,7 +324,7 @@ def _eval_mode(model: Any) -> Iterator[None]:
 
 def run_eval(
     model_dir: str | os.PathLike[str],
-    task_name: str,
+    task_name: str | Task,
     *,
     n: int,
     ks: Sequence[int],
@@ -344,6 +344,8 @@ def run_eval(
 ) -> EvalResult:
     """What `rlvr eval` calls: load the model in `model_dir`, evaluate `task_name`'s `split`, write JSON.
 
+    `task_name` is a registered task's name (built with `task_kwargs`) or an already built task.
+
     `greedy=True` means n=1, ks=[1], temperature 0 (the other sampling flags are ignored).
     The result is written atomically to `out_path` (when given); `cache_path` makes it resumable.
     `device` defaults to "cuda" when available, else "cpu".
@@ -356,7 +358,7 @@ def run_eval(
 
     if greedy:
         n, ks, temperature, top_p = 1, [1], 0.0, 1.0
-    task = make_task(task_name, **(task_kwargs or {}))
+    task = make_task(task_name, **(task_kwargs or {})) if isinstance(task_name, str) else task_name
     examples = list(task.examples(split))
     if limit is not None:
         examples = examples[:limit]

@@ -43,3 +43,25 @@ def test_greedy_is_one_sample_at_temperature_zero(models):
     assert a.config["n"] == 1 and a.config["params"]["temperature"] == 0.0 and a.config["greedy"]
     assert set(a.metrics) == {"pass@1", "avg@1", "format_rate", "mean_length"}
     assert all(row["n"] == 1 for row in a.per_example)
+
+
+def test_a_built_task_is_evaluated_as_its_name_would_be(models):
+    from rlvr.tasks import make_task
+
+    by_name = run_eval(models[0], "arithmetic", n=2, ks=[1], out_path=None, cache_path=None, seed=3, **KW)
+    built = run_eval(models[0], make_task("arithmetic"), n=2, ks=[1], out_path=None, cache_path=None, seed=3, **KW)
+    assert built.per_example == by_name.per_example and built.config["task"] == by_name.config["task"]
+
+
+def test_rlvr_eval_builds_its_task_once(models, tmp_path, monkeypatch):
+    import rlvr.tasks
+    from rlvr import cli
+
+    builds = []
+    real = rlvr.tasks.make_task
+    monkeypatch.setattr(rlvr.tasks, "make_task", lambda *a, **kw: builds.append(a) or real(*a, **kw))
+    out = tmp_path / "eval.json"
+    code = cli.main(["eval", "--model", str(models[0]), "--task", "arithmetic", "--n", "1", "--k", "1",
+                     "--max-new-tokens", "4", "--limit", "2", "--out", str(out)])  # fmt: skip
+    assert code == 0 and out.exists()
+    assert builds == [("arithmetic",)]
