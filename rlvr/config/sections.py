@@ -48,6 +48,9 @@ class ModelConfig(Section):
     # trainer attention kernel; "auto": "eager" on CPU (batched matmuls beat CPU SDPA's masked
     # flash kernel ~4x at these lengths), the model's own choice (sdpa / flash) on accelerators
     attn_implementation: Literal["auto", "eager", "sdpa"] = "auto"
+    # fewer-pass RMSNorm / RoPE / SwiGLU / eager attention on the trainer's model (rlvr.models.kernels);
+    # "auto": on CPU for Llama / Qwen2 / Qwen3 / Mistral (measured faster, tested equal), off otherwise
+    fused_kernels: bool | Literal["auto"] = "auto"
     lora: LoRAConfig | None = None  # [model.lora]: train LoRA adapters only (rlvr.config.lora); None: every weight
 
     @property

@@ -143,12 +143,31 @@ def build_model(cfg: ModelConfig) -> tuple[nn.Module, Any]:
     return model.train(), tokenizer
 
 
-def set_attention(model: nn.Module, choice: str) -> None:
-    """Apply model.attn_implementation to a trainer-side model ("auto": eager on CPU, unchanged elsewhere)."""
+def set_attention(model: nn.Module, choice: str, *, fused_kernels: bool | str = "auto") -> None:
+    """Apply model.attn_implementation to a trainer-side model ("auto": eager on CPU, unchanged elsewhere),
+    then model.fused_kernels (`fuse_kernels`)."""
     if choice == "auto":
         choice = "eager" if next(model.parameters()).device.type == "cpu" else ""
     if choice and hasattr(model, "set_attn_implementation"):
         model.set_attn_implementation(choice)
+    fuse_kernels(model, fused_kernels)
+
+
+def fuse_kernels(model: nn.Module, choice: bool | str) -> int:
+    """Apply model.fused_kernels to a trainer-side model: patch its RMSNorm / MLP / attention instances
+    with `rlvr.models.kernels` ("auto": on CPU for the classes it supports); the number patched."""
+    from rlvr.models import kernels
+
+    if choice is False:
+        return 0
+    if choice is True and not kernels.supports(model):
+        raise ConfigError(
+            f"model.fused_kernels = true: {type(model).__name__} is not one of {', '.join(kernels.SUPPORTED)} "
+            "with a SiLU MLP; set model.fused_kernels = 'auto' or false"
+        )
+    if choice == "auto" and next(model.parameters()).device.type != "cpu":
+        return 0
+    return kernels.fuse(model)
 
 
 def build_task(cfg: TaskConfig | Sequence[TaskConfig]) -> Any:

@@ -319,7 +319,7 @@ def build_distill_stage(config: DistillConfig, *, model: nn.Module | None = None
             engine = build.build_engine(config.rollout.engine, model, tokenizer, seed=config.run.seed, bf16=autocast)
         if collect is None:
             from rlvr.rollout import collect
-    build.set_attention(model, config.model.attn_implementation)
+    build.set_attention(model, config.model.attn_implementation, fused_kernels=config.model.fused_kernels)
     projectors = _projectors(config, model, teacher)
     trainable = nn.ModuleList([model, projectors]) if len(projectors) else model
     stage = DistillStage(config=config, model=model, tokenizer=tokenizer, task=task, teacher=teacher, engine=engine,

@@ -187,7 +187,7 @@ def build_dpo_stage(config: DPOConfig, *, model: nn.Module | None = None, tokeni
         if collect is None:
             from rlvr.rollout import collect
     files = DataCursor(read_pairs(config, tokenizer), config.run.seed) if config.data.path else None
-    build.set_attention(model, config.model.attn_implementation)
+    build.set_attention(model, config.model.attn_implementation, fused_kernels=config.model.fused_kernels)
     loss = config.loss
     fn = registry.resolve("preference", loss.type)
     settings = loss.settings()

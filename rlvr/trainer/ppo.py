@@ -213,7 +213,8 @@ def build_ppo_stage(config: PPOConfig, *, model: nn.Module | None = None, tokeni
         critic, _ = build_reward_model(config.critic.path or config.model.path, config.model.preset,
                                        config.model.seed, tokenizer)  # fmt: skip
     for m in (model, critic):
-        build.set_attention(m, config.model.attn_implementation)
+        build.set_attention(m, config.model.attn_implementation,
+                            fused_kernels=config.model.fused_kernels if m is model else "auto")
     cfg = config.critic
     critic_optim = Optimizers([torch.optim.AdamW(critic.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)])
     terms = [("policy", policy_term(ppo_clip, config.objective.settings()), 1.0)]

@@ -152,7 +152,7 @@ def build_reward_model_stage(config: RewardModelConfig, *, model: nn.Module | No
         model, tokenizer = build_reward_model(config.model.path, config.model.preset, config.model.seed)
     if task is None and config.task is not None:
         task = build.build_task(config.task)
-    build.set_attention(model, config.model.attn_implementation)
+    build.set_attention(model, config.model.attn_implementation, fused_kernels=config.model.fused_kernels)
     d = config.data
     pairs = file_pairs(config, tokenizer) if d.path else []
     heldout: list[Pair] = []

@@ -193,7 +193,7 @@ def build_rl_stage(config: RLConfig, *, model: nn.Module | None = None, tokenize
         ref = attach_lora(lora_cfg, model, tokenizer, reference=a.needs_reference, bf16=autocast)
     if collect is None:
         from rlvr.rollout import collect
-    build.set_attention(model, config.model.attn_implementation)  # after the engines copied the model
+    build.set_attention(model, config.model.attn_implementation, fused_kernels=config.model.fused_kernels)  # after the engines copied the model
     members = train if isinstance(train[0], list) else None
     cursor = (MixtureCursor(members, [t.weight for t in config.tasks], config.run.seed) if members
               else DataCursor(train, config.run.seed))  # fmt: skip
