@@ -40,23 +40,40 @@ class _RMSNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, eps: float) -> Tensor:
         x32 = x.float()
-        rstd = torch.rsqrt(x32.square().mean(-1, keepdim=True).add_(eps))  # [..., 1] fp32
-        ctx.save_for_backward(x, weight, rstd)
-        normed = x32 * rstd if x32 is x else x32.mul_(rstd)
-        return weight * normed.to(x.dtype)  # HF: weight multiply in the input dtype (promotes as HF)
+        rstd = torch.rsqrt(torch.linalg.vector_norm(x32, dim=-1, keepdim=True).square_().div_(x.shape[-1]).add_(eps))
+        ctx.save_for_backward(x, weight, rstd)  # [..., 1] fp32 rstd: the backward recomputes x * rstd
+        if x.dtype == weight.dtype == torch.float32:
+            return torch.mul(x, rstd).mul_(weight)
+        normed = x32.mul_(rstd) if x32 is not x else x32 * rstd
+        return weight * normed.to(x.dtype)  # HF: the weight multiply in the input dtype (promotes as HF)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
         x, weight, rstd = ctx.saved_tensors
-        normed = x.float() * rstd
-        normed_in = normed.to(x.dtype)
-        grad_w = (grad * normed_in).sum(tuple(range(grad.dim() - 1))).to(weight.dtype) if ctx.needs_input_grad[1] else None
+        if not (x.dtype == weight.dtype == grad.dtype == torch.float32):
+            return _rms_norm_backward_mixed(ctx, grad, x, weight, rstd)
+        normed = x * rstd
+        t = grad * normed  # [..., H]
+        grad_w = t.sum(tuple(range(t.dim() - 1))) if ctx.needs_input_grad[1] else None
         if not ctx.needs_input_grad[0]:
             return None, grad_w, None
-        gn = (grad * weight).float()  # d loss / d normed
-        dot = (gn * normed).mean(-1, keepdim=True)
-        grad_x = gn.sub_(normed.mul_(dot)).mul_(rstd)
-        return grad_x.to(x.dtype), grad_w, None
+        dot = torch.mv(t.view(-1, t.shape[-1]), weight).view(rstd.shape).div_(x.shape[-1])  # mean(g w n)
+        grad_x = torch.mul(grad, weight, out=t).sub_(normed.mul_(dot)).mul_(rstd)  # rstd (g w - n mean(g w n))
+        return grad_x, grad_w, None
+
+
+def _rms_norm_backward_mixed(ctx: Any, grad: Tensor, x: Tensor, weight: Tensor,
+                             rstd: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # fmt: skip
+    """The backward through HF's casts: the normed input rounded to x's dtype, the rest in fp32."""
+    normed = x.float() * rstd
+    grad_w = None
+    if ctx.needs_input_grad[1]:
+        grad_w = (grad * normed.to(x.dtype)).sum(tuple(range(grad.dim() - 1))).to(weight.dtype)
+    if not ctx.needs_input_grad[0]:
+        return None, grad_w, None
+    gn = (grad * weight).to(x.dtype).float()  # d loss / d normed, rounded as HF's cast rounds it
+    dot = (gn * normed).mean(-1, keepdim=True)
+    return gn.sub_(normed.mul_(dot)).mul_(rstd).to(x.dtype), grad_w, None
 
 
 def _rms_norm_forward(self: nn.Module, hidden_states: Tensor) -> Tensor:

@@ -178,3 +178,32 @@ def test_switch_and_state_dict_unchanged() -> None:
     assert n == 2 * (2 + 1 + 1) + 1  # per layer two norms, the MLP and attention; the final norm
     assert list(model.state_dict()) == keys
     assert build.fuse_kernels(model, True) == 0  # already patched: idempotent
+
+
+@pytest.mark.parametrize("dtypes", [(torch.bfloat16, torch.float32), (torch.bfloat16, torch.bfloat16)])
+def test_rms_norm_mixed_dtypes_as_hf(dtypes: tuple[torch.dtype, torch.dtype]) -> None:
+    """bf16 input with an fp32 weight (Qwen3's q_norm under autocast) or a bf16 weight: HF's dtypes, bf16-close."""
+    x_dtype, w_dtype = dtypes
+    norm = _model("qwen3-qknorm").model.layers[0].self_attn.q_norm.to(w_dtype)
+    x = torch.randn(3, 5, 16).to(x_dtype).requires_grad_()
+    ref = norm(x)
+    (ref.float() * torch.arange(16.0)).sum().backward()
+    ref_grads = x.grad.clone(), norm.weight.grad.clone()
+    x.grad, norm.weight.grad = None, None
+    out = kernels._rms_norm_forward(norm, x)
+    (out.float() * torch.arange(16.0)).sum().backward()
+    assert out.dtype == ref.dtype
+    for a, b in [(out, ref), (x.grad, ref_grads[0]), (norm.weight.grad, ref_grads[1])]:
+        assert a.dtype == b.dtype
+        assert (a.float() - b.float()).abs().max() <= 2e-2 * b.float().abs().max()
+
+
+def test_bf16_autocast_keeps_hf_dtypes() -> None:
+    model = _model("qwen3-qknorm")
+    batch = collate(_samples(), PAD)
+    ref = completion_logprobs(model, batch, autocast=True)[0]
+    kernels.fuse(model)
+    out = completion_logprobs(model, batch, autocast=True)[0]
+    m = batch.loss_mask
+    assert out.dtype == ref.dtype
+    assert (out - ref)[m].abs().max() <= 2e-2 * ref[m].abs().max()
