@@ -72,7 +72,10 @@ def test_file_errors_name_the_line_and_field(tmp_path):
 
 
 def _grads(tmp_path, micro, loss):
-    stage = build_dpo_stage(_cfg(tmp_path, optim={"micro_batch_size": micro, "grad_clip": None}, loss=loss))
+    # at init the policy equals the reference, so rewards/accuracy counts exact ties: both sides must run the
+    # same kernels (the reference engine runs HF's own modules, not rlvr.models.kernels')
+    stage = build_dpo_stage(_cfg(tmp_path, model={"fused_kernels": False},
+                                 optim={"micro_batch_size": micro, "grad_clip": None}, loss=loss))
     stage.optim.step = stage.optim.zero_grad = lambda: None  # keep the gradients
     pairs = stage.file_cursor.take(8)
     metrics = stage._update(pairs, stage._reference(pairs))
