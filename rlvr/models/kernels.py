@@ -81,12 +81,12 @@ def _rms_norm_forward(self: nn.Module, hidden_states: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------- RoPE
-def _rotate_into(out: Tensor, x: Tensor, cos: Tensor, sin: Tensor, sign: float) -> Tensor:
-    """out = x * cos + sign * rotate_half(x) * sin-ish on halves: out1 = x1 c1 - s x2 s1, out2 = x2 c2 + s x1 s2."""
+def _rotate_into(out: Tensor, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """out = x cos + rotate_half(x) sin on the halves: out1 = x1 c1 - x2 s1, out2 = x2 c2 + x1 s2."""
     d = x.shape[-1] // 2
     x1, x2, o1, o2 = x[..., :d], x[..., d:], out[..., :d], out[..., d:]
-    torch.mul(x1, cos[..., :d], out=o1).addcmul_(x2, sin[..., :d], value=-sign)
-    torch.mul(x2, cos[..., d:], out=o2).addcmul_(x1, sin[..., d:], value=sign)
+    torch.mul(x1, cos[..., :d], out=o1).addcmul_(x2, sin[..., :d], value=-1.0)
+    torch.mul(x2, cos[..., d:], out=o2).addcmul_(x1, sin[..., d:])
     return out
 
 
@@ -97,7 +97,7 @@ class _RoPE(torch.autograd.Function):
     def forward(ctx: Any, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:  # cos, sin [B, T, 1, D]
         B, T, H, D = x.shape
         out = x.new_empty(B, H, T, D)
-        _rotate_into(out.transpose(1, 2), x, cos, sin, 1.0)
+        _rotate_into(out.transpose(1, 2), x, cos, sin)
         ctx.save_for_backward(cos, sin)
         return out
 
