@@ -40,6 +40,7 @@ from rlvr.rollout.backends import FastLlamaBackend, HFCacheBackend, fast_path_su
 from rlvr.rollout.base import SamplingParams, TokenScores, decode_completion
 from rlvr.rollout.fused import FusedLlama
 from rlvr.rollout.sampling import sample_next
+from rlvr.rollout.score import full_states, head_scores, left_pad, shared_prompt_states, split_by_prompt
 from rlvr.types import Completion
 
 
@@ -57,6 +58,7 @@ class HFEngine:
         backend: str = "auto",
         check_every: int = 8,
         score_chunk_elems: int = 2**24,
+        share_score_prompts: bool = True,
     ) -> None:
         if backend not in ("auto", "fast", "hf"):
             raise ValueError(f"HFEngine backend must be 'auto', 'fast' or 'hf', got {backend!r}")
@@ -79,6 +81,10 @@ class HFEngine:
                 f"HFEngine backend='fast' does not support model_type {model.config.model_type!r}"
             )
         self.fast = backend != "hf" and fast_path_supported(self.model)
+        # score: a prompt shared by rows of a chunk runs once (KV cache), for the model classes whose forward
+        # with a cache is known to be the same function (Llama family, no sliding window, no adapters); not on
+        # the trainer's own model (share_weights), which may be wrapped or checkpointing
+        self.share_score_prompts = share_score_prompts and not share_weights and fast_path_supported(self.model)
         self.max_batch_size, self.check_every, self.score_chunk_elems = (
             max_batch_size,
             check_every,
@@ -175,13 +181,7 @@ class HFEngine:
         return stack
 
     def _left_pad(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:  # [P, L] x2
-        width = max(len(s) for s in seqs)
-        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.bool)
-        for r, s in enumerate(seqs):
-            if len(s):
-                ids[r, width - len(s) :] = torch.tensor(list(s), dtype=torch.long)
-                mask[r, width - len(s) :] = True
+        ids, mask = left_pad(seqs, self.pad_id)
         return ids.to(self.device), mask.to(self.device)
 
     def _generate_chunk(
@@ -250,44 +250,31 @@ class HFEngine:
     def _score_chunk(
         self, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]], temperature: float, top_k: int
     ) -> list[TokenScores]:
+        """Rows whose prompt repeats in the chunk share one prompt pass (`score.shared_prompt_states`);
+        the others, and every row of a model that cannot take a cache that way, go one plain forward."""
         for i, p in enumerate(prompts):
             if len(p) == 0:
                 raise ValueError(f"score: prompt {i} is empty; the first completion token needs a context")
-        ids, mask = self._left_pad([list(p) + list(c) for p, c in zip(prompts, completions)])
-        width = max((len(c) for c in completions), default=0)
-        if width == 0:
-            return [TokenScores(()) for _ in completions]
-        lps, top_ids, top_lps = [], [], []
-        with self._ctx():
-            hidden, lm_head = self._hidden(ids, mask)  # [B, T, H]
-            hidden = hidden[:, -width - 1 : -1]  # positions predicting the last `width` tokens
-            targets = ids[:, -width:]  # [B, width]
-            rows = max(1, self.score_chunk_elems // (width * self.model.config.vocab_size))
-            for r in range(0, hidden.shape[0], rows):
-                logp = torch.log_softmax(lm_head(hidden[r : r + rows]).float() / temperature, dim=-1)
-                lps.append(logp.gather(-1, targets[r : r + rows, :, None]).squeeze(-1))
-                if top_k:
-                    best = logp.topk(min(top_k, logp.shape[-1]), dim=-1)  # [rows, width, k], descending
-                    top_ids.append(best.indices)
-                    top_lps.append(best.values)
-        lp = torch.cat(lps).cpu()
-        tids = torch.cat(top_ids).cpu().tolist() if top_k else None
-        tlps = torch.cat(top_lps).cpu().tolist() if top_k else None
-        out = []
-        for r, c in enumerate(completions):
-            keep = slice(width - len(c), width)
-            out.append(TokenScores(tuple(lp[r, keep].tolist()),
-                                   None if tids is None else tuple(map(tuple, tids[r][keep])),
-                                   None if tlps is None else tuple(map(tuple, tlps[r][keep]))))  # fmt: skip
-        return out
+        shared, single = split_by_prompt(prompts) if self.share_score_prompts else ([], list(range(len(prompts))))
+        out: list[TokenScores | None] = [None] * len(prompts)
+        for rows, states_fn in ((single, full_states), (shared, shared_prompt_states)):
+            ps, cs = [prompts[r] for r in rows], [completions[r] for r in rows]
+            if not rows or max(len(c) for c in cs) == 0:  # nothing to score: as an empty row among others
+                for r in rows:
+                    out[r] = TokenScores((), () if top_k else None, () if top_k else None)
+                continue
+            with self._ctx():
+                states, targets = states_fn(self._body(), ps, cs, self.pad_id, self.device)
+                scored = head_scores(states, targets, [len(c) for c in cs], self.model.get_output_embeddings(),
+                                     temperature=temperature, top_k=top_k, chunk_elems=self.score_chunk_elems,
+                                     vocab=self.model.config.vocab_size, right_aligned=states_fn is full_states)  # fmt: skip
+            for r, s in zip(rows, scored):
+                out[r] = s
+        return out  # type: ignore[return-value]  # every row is filled above
 
-    def _hidden(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, Any]:
-        # The model's own forward, not the fused decode path: a row's scores must not depend on which other
-        # rows share its batch (the fused matmuls round by batch shape in fp32), or reference / teacher
-        # caches rebuilt after a resume would score differently and resume would not be bitwise.
-        pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
-        out = self.model.model(input_ids=ids, attention_mask=mask.long(), position_ids=pos)
-        return out.last_hidden_state, self.model.get_output_embeddings()
+    def _body(self) -> torch.nn.Module:
+        """The decoder body (returns hidden states): `model.model` for Llama-style, `.transformer` for GPT-2."""
+        return getattr(self.model, getattr(self.model, "base_model_prefix", "model"), None) or self.model.model
 
 
 def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
