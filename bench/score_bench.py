@@ -23,9 +23,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
-from _common import make_prompts  # noqa: E402
-from roofline import Shape  # noqa: E402
+import torch
+from _common import make_prompts
+from roofline import Shape
 
 
 def _batch(kind: str, tok: Any) -> tuple[str, list[list[int]], list[list[int]]]:

@@ -16,6 +16,10 @@ tensors in place and takes the version it is given.
 `share_weights=True` uses the trainer's model object itself: no copy, no memory, `update_weights` only
 moves the version, but decoding runs in the model's dtype (or under autocast when `dtype` differs: slow on CPU).
 
+Scoring (`score`, `rlvr.rollout.score`): teacher-forced logprobs through the model's own forward (not the
+fused copy); rows of a chunk that share a prompt (a GRPO group) run it once with a KV cache and their
+completions against it, rows with a unique prompt one plain forward, as they always did.
+
 Stopping: the tokenizer's eos and `params.stop_token_ids` end a sample (the token is kept,
 finish_reason "stop"); `params.stop_strings` end it at the first token whose decoded prefix
 contains one (text cut after the string); otherwise finish_reason "length".  Stop tokens are banned
