@@ -45,6 +45,32 @@ def test_muon_takes_hidden_matrices_only():
     assert len(muon_ids) + sum(len(g["params"]) for g in adamw.param_groups) == n_all
 
 
+def _adam_run(opt: torch.optim.Optimizer, params: list[torch.Tensor], steps: int) -> None:
+    for i in range(steps):
+        for j, p in enumerate(params):
+            p.grad = torch.sin(torch.arange(p.numel(), dtype=torch.float32).view_as(p) * (i + 1) + j)
+        opt.step()
+
+
+def test_cpu_adamw_is_fused_and_matches_the_for_loop_update():
+    """The fused CPU kernel (issue 19) computes torch's for-loop AdamW to float rounding, and the two
+    optimizers' state dicts load into each other (a checkpoint from before the change resumes)."""
+    cfg = AdamWConfig(lr=1e-2, betas=(0.9, 0.98), weight_decay=0.1)
+    a, b = (build_model("1m", build_tokenizer(), 0) for _ in range(2))
+    fused = build_optimizer(a, cfg).optimizers[0]
+    assert fused.defaults["fused"] is True
+    loop = torch.optim.AdamW(b.parameters(), lr=1e-2, betas=(0.9, 0.98), weight_decay=0.1, foreach=False)
+    _adam_run(fused, list(a.parameters()), 5)
+    _adam_run(loop, list(b.parameters()), 5)
+    worst = max(float((p - q).abs().max()) for p, q in zip(a.parameters(), b.parameters()))
+    assert 0 < worst < 1e-6  # rounding differs (so the test can tell them apart), the update does not
+    fresh = build_optimizer(b, cfg).optimizers[0]
+    fresh.load_state_dict(loop.state_dict())  # for-loop checkpoint -> fused optimizer
+    _adam_run(fresh, list(b.parameters()), 1)
+    _adam_run(fused, list(a.parameters()), 1)
+    assert max(float((p - q).abs().max()) for p, q in zip(a.parameters(), b.parameters())) < 1e-6
+
+
 def test_cursor_resumes_exactly():
     a = DataCursor(list(range(5)), seed=3)
     first = a.take(7)  # wraps into epoch 1
