@@ -71,8 +71,8 @@ class DistillPlan:
         """What the cached teacher depends on (not the student's settings, not the seed)."""
         b = self.base
         keys = {"task": b.task, "kwargs": b.task_kwargs, "n_train": b.n_train, "n_test": b.n_test, "preset": self.teacher_preset,
-                "sft": [self.teacher_sft_steps, b.sft_batch, b.sft_lr, b.sft_noise], "rl": [self.teacher_rl_steps, b.rl_lr,
-                b.group_size, b.prompts_per_step, b.max_new_tokens], "traces": [self.traces_k, self.traces_per_prompt], "v": 1}  # fmt: skip
+                "sft": [self.teacher_sft_steps, b.sft_batch, b.sft_micro_batch, b.sft_lr, b.sft_noise], "rl": [self.teacher_rl_steps,
+                b.rl_lr, b.group_size, b.prompts_per_step, b.max_new_tokens, b.micro_batch_size, b.rollout_batch], "traces": [self.traces_k, self.traces_per_prompt], "v": 1}  # fmt: skip
         return hashlib.sha256(json.dumps(keys, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -16,6 +16,13 @@ of held-out pass@1 in ~3.3 minutes; on an idle 2-core AVX2 CPU, fp32, seed 0: +2
   the gain is not just a sharper sampling distribution.  Learning rate 3e-5: with fresh Adam state
   every parameter moves by ~lr per step whatever the gradient's size; at 3e-4 the policy collapsed.
 - Threads: torch's default, `--threads N` to override (see `DemoPlan.threads`).
+- Batch shapes (issue 19, by speed: the same data, optimizer steps and loss): SFT in micro-batches of 16
+  (two per step of 32 traces: ~10% less CPU per step, activations that fit the core's cache and half
+  the padding), GRPO in micro-batches of 32 (four per step, length-bucketed: ~7% less per step than 64),
+  all 128 rows of a GRPO step decoded together (~7% less than two chunks of 64) and the held-out
+  evaluations in chunks of 256 rows (~20% less than 64).  The loss keeps one global denominator per
+  optimizer step, so splitting a step into micro-batches changes only the order of float additions;
+  the sampled completions are equally distributed but not the same draws as with other chunk sizes.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ class DemoPlan:
     sft_noise: float = 0.5
     sft_steps: int = 1500
     sft_batch: int = 32
+    sft_micro_batch: int = 16
     sft_lr: float = 1e-3
     # GRPO
     rl_steps: int = 150
@@ -48,10 +56,12 @@ class DemoPlan:
     rl_lr: float = 3e-5
     temperature: float = 1.0
     max_new_tokens: int = 64
-    micro_batch_size: int = 64
+    micro_batch_size: int = 32
+    rollout_batch: int = 128  # rows the engine decodes together: one GRPO step's prompts x samples
     # held-out evaluation (same problems and sampling before and after RL)
     eval_samples: int = 8
     eval_temperature: float = 1.0
+    eval_batch: int = 256  # rows the held-out evaluation decodes together
     rl_eval_every: int = 25  # a smaller held-out eval during RL, for the report's curve (0: off)
     rl_eval_examples: int = 100
     # torch threads; None: torch's default (one per core).  A 1M model's matmuls are small: on an idle
@@ -113,7 +123,7 @@ def sft_config(plan: DemoPlan, out_dir: Path, seed: int, *, progress: bool) -> S
                 "warmup_steps": 20,
                 "schedule": "cosine",
                 "min_lr_ratio": 0.1,
-                "micro_batch_size": plan.sft_batch,
+                "micro_batch_size": plan.sft_micro_batch,
             },
             "run": {
                 "out_dir": str(out_dir),
@@ -142,6 +152,7 @@ def rl_config(plan: DemoPlan, out_dir: Path, seed: int, *, progress: bool) -> RL
                 "prompts_per_step": plan.prompts_per_step,
                 "temperature": plan.temperature,
                 "max_new_tokens": plan.max_new_tokens,
+                "engine": {"type": "hf", "max_batch_size": plan.rollout_batch},
             },
             "algorithm": {"advantage": "grpo", "objective": "ppo_clip", "kl": {"beta": 0.0}},
             "optim": {"lr": plan.rl_lr, "micro_batch_size": plan.micro_batch_size},
