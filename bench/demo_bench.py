@@ -106,8 +106,17 @@ def _ab(a: Any, b: Any, args: Any) -> None:
             if step > args.warmup:
                 times[name].append(time.process_time() - t0)
     med = {k: 1000 * statistics.median(v) for k, v in times.items()}
-    print(json.dumps({"what": args.what, "a_ms": round(med["a"], 1), "b_ms": round(med["b"], 1),
-                      "b_over_a": round(med["b"] / med["a"], 3), "set_b": args.set_b}))
+    print(
+        json.dumps(
+            {
+                "what": args.what,
+                "a_ms": round(med["a"], 1),
+                "b_ms": round(med["b"], 1),
+                "b_over_a": round(med["b"] / med["a"], 3),
+                "set_b": args.set_b,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -120,9 +129,15 @@ def main() -> None:
     ap.add_argument("--init", help="GRPO: start from this state dict (save-sft writes one)")
     ap.add_argument("--out", default="demo_sft.pt")
     ap.add_argument("--profile", action="store_true")
-    ap.add_argument("--set", action="append", default=[], help="section.key=value (JSON) on the stage's config")
-    ap.add_argument("--set-b", action="append", default=None,
-                    help="A/B in one process: a second stage with these settings (on top of --set), steps alternated")
+    ap.add_argument(
+        "--set", action="append", default=[], help="section.key=value (JSON) on the stage's config"
+    )
+    ap.add_argument(
+        "--set-b",
+        action="append",
+        default=None,
+        help="A/B in one process: a second stage with these settings (on top of --set), steps alternated",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.what == "save-sft":
@@ -130,8 +145,11 @@ def main() -> None:
         _timed(stage, args.steps, 0)
         torch.save(stage.model.state_dict(), args.out)
         return
+
     def make(sets: list[str]) -> Any:
-        return _sft_stage(args.quick, sets) if args.what == "sft" else _grpo_stage(args.quick, args.init, sets)
+        return (
+            _sft_stage(args.quick, sets) if args.what == "sft" else _grpo_stage(args.quick, args.init, sets)
+        )
 
     stage = make(args.set)
     if args.set_b is not None:
@@ -143,7 +161,9 @@ def main() -> None:
         "what": args.what,
         "threads": args.threads,
         "ms_per_step": round(1000 * statistics.median(times), 1),
-        "wall_phases_ms": {k: round(1000 * statistics.median(r.get(k, 0.0) for r in rows), 1) for k in phases},
+        "wall_phases_ms": {
+            k: round(1000 * statistics.median(r.get(k, 0.0) for r in rows), 1) for k in phases
+        },
         "loss_last": rows[-1].get("loss"),
         "padding_frac": round(statistics.mean(r.get("padding_frac", 0.0) for r in rows), 3),
     }

@@ -98,7 +98,7 @@ def held_out_eval(
     model: Any, tokenizer: Any, task: Any, plan: DemoPlan, seed: int, path: Path
 ) -> dict[str, float]:
     """Sampled metrics (n = plan.eval_samples at plan.eval_temperature) plus greedy pass@1, saved to `path`."""
-    engine = HFEngine(model, tokenizer, max_batch_size=plan.eval_batch)
+    engine = HFEngine(model, tokenizer, max_batch_size=plan.eval_batch, check_every=plan.check_every)
     stop = (tokenizer.eos_token_id,)
     examples = list(task.examples("test"))
     n = plan.eval_samples
