@@ -93,6 +93,20 @@ def test_fast_path_equals_reference_path(arch_model, tok, prompts, params, packe
             assert ca.sampler_logprobs == pytest.approx(cb.sampler_logprobs, abs=1e-4)
 
 
+def test_no_unwritten_cache_slot_is_read(arch_model, tok, prompts, monkeypatch):
+    # the fast path's KV caches are allocated uninitialised: filled with NaN, any slot read before it is
+    # written would poison every logprob after it
+    from rlvr.rollout import backends
+
+    real = backends.FastLlamaBackend._alloc
+    monkeypatch.setattr(backends.FastLlamaBackend, "_alloc", lambda self, *a: tuple(t.fill_(float("nan")) for t in real(self, *a)))
+    fast, ref = _pair(arch_model, tok)
+    params = SamplingParams(n=3, temperature=1.0, max_new_tokens=12, min_new_tokens=12, seed=5)
+    a, b = fast.generate(prompts, params), ref.generate(prompts, params)
+    assert [[c.token_ids for c in g] for g in a] == [[c.token_ids for c in g] for g in b]
+    assert all(c.sampler_logprobs == pytest.approx(d.sampler_logprobs, abs=1e-4) for ga, gb in zip(a, b) for c, d in zip(ga, gb))
+
+
 def test_fast_scores_equal_the_models_forward(arch_model, tok, prompts):
     fast, _ = _pair(arch_model, tok)
     comp = [5, 9, 7, 3]
