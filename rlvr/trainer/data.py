@@ -9,12 +9,21 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from rlvr.config import ConfigError
 from rlvr.tasks.files import DatasetError, read_jsonl
 
 T = TypeVar("T")
+
+
+def tokenize_prompt(tokenizer: Any, text: str) -> list[int]:
+    """A prompt read from a file, tokenised as `rlvr.rollout.collect` tokenises it: with the tokenizer's special
+    tokens, unless the text already starts with its BOS (rendered through a chat template, e.g. rows of
+    `rlvr distill collect --chat-template`): then as it is, not with a second BOS."""
+    bos = getattr(tokenizer, "bos_token", None)
+    rendered = bool(bos) and text.startswith(bos)
+    return list(tokenizer(text, add_special_tokens=not rendered)["input_ids"])
 
 
 def read_text_rows(path: str | Path, fields: Mapping[str, str], *, what: str) -> list[tuple[str, ...]]:

@@ -22,7 +22,7 @@ from rlvr.algorithms import registry
 from rlvr.config import DPOConfig
 from rlvr.trainer import build
 from rlvr.trainer.batching import Sample, collate
-from rlvr.trainer.data import DataCursor, read_text_rows
+from rlvr.trainer.data import DataCursor, read_text_rows, tokenize_prompt
 from rlvr.trainer.driver import run_stage
 from rlvr.trainer.forward import completion_logprobs
 from rlvr.trainer.optim import Optimizers, build_optimizer, lr_factor
@@ -40,7 +40,7 @@ def read_pairs(config: DPOConfig, tokenizer: Any) -> list[Pair]:
     fields = {"prompt_field": d.prompt_field, "chosen_field": d.chosen_field, "rejected_field": d.rejected_field}
     pairs: list[Pair] = []
     for p, chosen, rejected in read_text_rows(d.path, fields, what="prompt/chosen/rejected"):  # type: ignore[arg-type]
-        prompt = tuple(tokenizer(p)["input_ids"])
+        prompt = tuple(tokenize_prompt(tokenizer, p))
         pairs.append((prompt, _completion(tokenizer, chosen, len(prompt), d.max_len),
                       _completion(tokenizer, rejected, len(prompt), d.max_len)))  # fmt: skip
     return pairs

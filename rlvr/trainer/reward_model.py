@@ -24,7 +24,7 @@ from rlvr.config import ConfigError, RewardModelConfig
 from rlvr.models.reward import OFFSET_KEY, build_reward_model, rewards
 from rlvr.tasks import grade, open_prefix, sft_target
 from rlvr.trainer import build
-from rlvr.trainer.data import DataCursor, read_text_rows
+from rlvr.trainer.data import DataCursor, read_text_rows, tokenize_prompt
 from rlvr.trainer.driver import run_stage
 from rlvr.trainer.optim import Optimizers, build_optimizer, lr_factor
 from rlvr.trainer.run import Callback, RunResult, Timer
@@ -34,7 +34,7 @@ Pair = tuple[tuple[int, ...], tuple[int, ...]]  # token ids of prompt + chosen, 
 
 
 def _ids(tokenizer: Any, text: str, max_len: int) -> tuple[int, ...]:
-    ids = list(tokenizer(text)["input_ids"])
+    ids = tokenize_prompt(tokenizer, text)  # prompt + response: BOS as a prompt gets it
     return tuple(ids[-max_len:])  # keep the end: the reward is read at the last token
 
 

@@ -25,7 +25,7 @@ from rlvr.rollout.collect import render_prompt
 from rlvr.tasks import sft_target
 from rlvr.trainer import build
 from rlvr.trainer.batching import MicroBatch, Sample, micro_batches, padding_fraction
-from rlvr.trainer.data import DataCursor, read_text_rows
+from rlvr.trainer.data import DataCursor, read_text_rows, tokenize_prompt
 from rlvr.trainer.driver import run_stage
 from rlvr.trainer.optim import Optimizers, build_optimizer, lr_factor
 from rlvr.trainer.packing import PackedBatch, empty_packed, packed_batches
@@ -57,8 +57,8 @@ def task_pairs(config: SFTConfig, task: Any, tokenizer: Any) -> list[tuple[list[
 def make_samples(config: SFTConfig, task: Any, tokenizer: Any) -> tuple[list[Sample], int]:
     """Tokenised samples (completion ends with EOS), cut to data.max_len; (samples, pairs dropped)."""
     if config.data.path:
-        pairs = [(tokenizer(p)["input_ids"], c) for p, c in read_pairs(config.data.path, config.data.prompt_field,
-                                                                       config.data.completion_field)]  # fmt: skip
+        pairs = [(tokenize_prompt(tokenizer, p), c) for p, c in read_pairs(config.data.path, config.data.prompt_field,
+                                                                      config.data.completion_field)]  # fmt: skip
     else:
         pairs = task_pairs(config, task, tokenizer)
     samples, dropped = [], 0
@@ -138,7 +138,7 @@ def build_sft_stage(config: SFTConfig, *, model: nn.Module | None = None, tokeni
         model, tokenizer = build.build_model(config.model)
     if task is None and config.task is not None:
         task = build.build_task(config.task)
-    build.set_attention(model, config.model.attn_implementation)
+    build.set_attention(model, config.model.attn_implementation, fused_kernels=config.model.fused_kernels)
     engine = None
     if config.model.lora is not None:  # adapters only; evaluation samples through the adapted forward
         from rlvr.trainer.lora import attach_lora, eval_engine

@@ -110,6 +110,17 @@ def test_sft_samples_end_with_eos_and_prompt_is_context_only(tmp_path):
     assert task.score(ex, tok.decode(s.completion_ids, skip_special_tokens=True)).parts["accuracy"] == 1.0
 
 
+def test_a_file_prompt_that_already_holds_its_bos_gets_no_second_one(tmp_path):
+    # rows collected through a chat template (`rlvr distill collect --chat-template`) hold the BOS as text
+    tok = build_tokenizer()
+    path = tmp_path / "rows.jsonl"
+    rows = [{"prompt": f"{tok.bos_token}3 1 2 ->", "completion": " 1 2 3"}, {"prompt": "3 1 2 ->", "completion": " 1 2 3"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    samples, _ = make_samples(_sft_config(tmp_path, path=str(path)), None, tok)
+    assert samples[0].prompt_ids == samples[1].prompt_ids  # rendered or not: one BOS
+    assert samples[0].prompt_ids.count(tok.bos_token_id) == 1 and samples[0].prompt_ids[0] == tok.bos_token_id
+
+
 def test_sft_loss_falls_and_checkpoints(tmp_path):
     result = train_sft(_sft_config(tmp_path))
     rows = [json.loads(x) for x in (tmp_path / "sft" / "metrics.jsonl").read_text().splitlines()]
