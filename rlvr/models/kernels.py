@@ -22,6 +22,7 @@ forwards, so dtypes stay as HF's.
 
 from __future__ import annotations
 
+import inspect
 import types
 from typing import Any
 
@@ -216,7 +217,22 @@ def supports(model: nn.Module) -> bool:
     names = {c.__name__ for c in type(inner).__mro__}
     cfg = getattr(inner, "config", None)
     act = getattr(cfg, "hidden_act", None)
-    return bool(names & set(SUPPORTED)) and act == "silu" and not getattr(cfg, "mlp_bias", False)
+    return (bool(names & set(SUPPORTED)) and act == "silu" and not getattr(cfg, "mlp_bias", False)
+            and all(_same_signature(m) for m in inner.modules() if _hf_class(m) in _ATTENTIONS))  # fmt: skip
+
+
+# The attention forward `_attention_forward` reproduces (transformers 5.x: `past_key_values`, renamed `cache`
+# in 5.2x).  4.x passed `past_key_value` and `cache_position`: there the patch would drop the KV cache, so
+# such a class is left to HF's own modules.
+_ATTENTION_PARAMS = (
+    ("self", "hidden_states", "position_embeddings", "attention_mask", "past_key_values", "kwargs"),
+    ("self", "hidden_states", "position_embeddings", "attention_mask", "cache", "kwargs"),
+)
+
+
+def _same_signature(module: nn.Module) -> bool:
+    cls = next(c for c in type(module).__mro__ if c.__name__ in _ATTENTIONS)
+    return tuple(inspect.signature(cls.forward).parameters) in _ATTENTION_PARAMS
 
 
 def fuse(model: nn.Module) -> int:

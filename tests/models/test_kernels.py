@@ -114,7 +114,10 @@ def test_packed_rows_4d_mask(name: str) -> None:
 @pytest.mark.parametrize("name", ["llama-gqa", "qwen3-qknorm"])
 def test_under_activation_checkpointing(name: str) -> None:
     model = _model(name)
-    model.activation_checkpointing_enable({"use_reentrant": False})
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
+        model.activation_checkpointing_enable({"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     _compare(model, collate(_samples(), PAD))
 
 
@@ -167,6 +170,24 @@ def test_unsupported_classes_untouched() -> None:
     assert kernels.fuse(gelu) == 0
     with pytest.raises(ConfigError, match=r"model\.fused_kernels"):
         build.fuse_kernels(gpt2, True)
+
+
+def test_an_attention_forward_of_another_signature_is_left_to_hf() -> None:
+    # transformers 4.x passed `past_key_value` and `cache_position`: the patch would drop the KV cache there
+    from transformers.models.llama import modeling_llama
+
+    class LlamaAttention(modeling_llama.LlamaAttention):  # the name the patch looks for
+        def forward(self, hidden_states, position_embeddings, attention_mask=None, past_key_value=None,
+                    cache_position=None, **kwargs):  # fmt: skip
+            return super().forward(hidden_states, position_embeddings, attention_mask, **kwargs)
+
+    model = _model("llama-gqa")
+    assert kernels.supports(model)
+    for layer in model.model.layers:
+        layer.self_attn.__class__ = LlamaAttention
+    assert not kernels.supports(model) and kernels.fuse(model) == 0
+    with pytest.raises(ConfigError, match=r"model\.fused_kernels"):
+        build.fuse_kernels(model, True)
 
 
 def test_switch_and_state_dict_unchanged() -> None:
