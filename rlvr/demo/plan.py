@@ -1,7 +1,8 @@
 """The settings of `rlvr demo`: one frozen plan per mode, and the SFT / RL configs it expands to.
 
 Why these numbers (measured on a shared 2-core AVX512-BF16 CPU; seeds 0/1/2 gain +32/+28/+30 points
-of held-out pass@1 in ~3.3 minutes; on an idle 2-core AVX2 CPU, fp32, seed 0: +29.8 points in 8m15s):
+of held-out pass@1 in ~3.3 minutes; on an idle 2-core AVX2 CPU, fp32, seed 0: +27.7 points in 4m47s,
+against 5m12s in the same run for the code of the day issue 19 was filed):
 
 - Task: three-digit addition and subtraction with schoolbook column traces (`7+5=12 4+8+1=13`,
   borrows made explicit).  A 1M-parameter character model learns the procedure in ~1,500 SFT steps,
@@ -16,15 +17,16 @@ of held-out pass@1 in ~3.3 minutes; on an idle 2-core AVX2 CPU, fp32, seed 0: +2
   the gain is not just a sharper sampling distribution.  Learning rate 3e-5: with fresh Adam state
   every parameter moves by ~lr per step whatever the gradient's size; at 3e-4 the policy collapsed.
 - Threads: torch's default, `--threads N` to override (see `DemoPlan.threads`).
-- Batch shapes (issue 19, by speed: the same data, optimizer steps and loss): SFT in micro-batches of 16
-  (two per step of 32 traces: ~10% less CPU per step, activations that fit the core's cache and half
-  the padding), GRPO in micro-batches of 32 (four per step, length-bucketed: ~7% less per step than 64),
-  all 128 rows of a GRPO step decoded together (~7% less than two chunks of 64), the engine checking
-  for finished rows after every decode step instead of every 8th (~7% less per GRPO step: no decode
-  steps past the longest completion) and the held-out evaluations in chunks of 256 rows (~20% less
-  than 64).  The loss keeps one global denominator per
-  optimizer step, so splitting a step into micro-batches changes only the order of float additions;
-  the sampled completions are equally distributed but not the same draws as with other chunk sizes.
+- Batch shapes (issue 19, by speed: the same data, optimizer steps and loss; CPU time per step measured
+  at one thread): SFT in micro-batches of 16 (two per step of 32 traces: ~9% less CPU per step at one
+  thread, activations that fit the core's cache and half the padding; ~2% at two threads), GRPO in
+  micro-batches of 32 (four per step, length-bucketed: ~7% less per step than 64), all 128 rows of a
+  GRPO step decoded together (~7% less than two chunks of 64), the engine checking for finished rows
+  after every decode step instead of every 8th (~7% less per GRPO step: no decode steps past the
+  longest completion) and the held-out evaluations in chunks of 256 rows (~20% less than 64).  The
+  loss keeps one global denominator per optimizer step, so splitting a step into micro-batches changes
+  only the order of float additions; the sampled completions are equally distributed but not the same
+  draws as with other chunk sizes.
 """
 
 from __future__ import annotations
