@@ -9,20 +9,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import (
-    GPT2Config,
-    GPT2LMHeadModel,
-    LlamaConfig,
-    LlamaForCausalLM,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-)
+from transformers import GPT2Config, GPT2LMHeadModel, Qwen2ForCausalLM
 
 from rlvr.models.tiny import build_tokenizer
 from rlvr.rollout import fused as fused_mod
 from rlvr.rollout.base import SamplingParams
 from rlvr.rollout.fused import FusedLlama, Linear
 from rlvr.rollout.hf import HFEngine
+from tests.rollout.archs import build_arch
 
 TEXTS = ["What is 12+7? <think>", "a", "Reverse 'abc'. "]  # different lengths: left padding
 SHAPE = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
@@ -40,23 +34,7 @@ def prompts(tok):
 
 
 def _model(kind: str, tok) -> torch.nn.Module:
-    torch.manual_seed(0)
-    common = dict(vocab_size=len(tok), pad_token_id=tok.pad_token_id, **SHAPE)
-    if kind == "llama":
-        model = LlamaForCausalLM(LlamaConfig(**common))
-    elif kind == "qwen2":
-        model = Qwen2ForCausalLM(Qwen2Config(**common))
-    elif kind == "qwen3":
-        from transformers import Qwen3Config, Qwen3ForCausalLM
-
-        model = Qwen3ForCausalLM(Qwen3Config(head_dim=16, **common))
-    else:
-        raise ValueError(kind)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias") or "norm" in name:  # HF initialises these to 0 / 1: make them matter
-                p.add_(torch.randn_like(p) * 0.2)
-    return model.eval()
+    return build_arch(kind, tok, **SHAPE)
 
 
 @pytest.fixture(scope="module", params=["llama", "qwen2", "qwen3"])

@@ -10,19 +10,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import (
-    GPT2Config,
-    GPT2LMHeadModel,
-    LlamaConfig,
-    LlamaForCausalLM,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-)
+from transformers import GPT2Config, GPT2LMHeadModel
 
 from rlvr.models.tiny import build_tokenizer
 from rlvr.rollout import hf as hf_mod
 from rlvr.rollout.hf import HFEngine
 from rlvr.rollout.score import split_by_prompt
+from tests.rollout.archs import build_arch
 
 SHAPE = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
              max_position_embeddings=128)  # fmt: skip
@@ -34,25 +28,9 @@ def tok():
 
 
 def _model(kind: str, tok) -> torch.nn.Module:
-    torch.manual_seed(0)
-    common = dict(vocab_size=len(tok), pad_token_id=tok.pad_token_id, **SHAPE)
-    if kind == "llama_mha":
-        model = LlamaForCausalLM(LlamaConfig(num_key_value_heads=4, **common))
-    elif kind == "llama_gqa":
-        model = LlamaForCausalLM(LlamaConfig(num_key_value_heads=2, **common))
-    elif kind == "qwen2":
-        model = Qwen2ForCausalLM(Qwen2Config(num_key_value_heads=2, **common))
-    elif kind == "qwen3":
-        from transformers import Qwen3Config, Qwen3ForCausalLM
-
-        model = Qwen3ForCausalLM(Qwen3Config(num_key_value_heads=2, head_dim=16, **common))
-    else:
-        raise ValueError(kind)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias") or "norm" in name:  # HF initialises these to 0 / 1: make them matter
-                p.add_(torch.randn_like(p) * 0.2)
-    return model.eval()
+    """llama_mha, llama_gqa, qwen2 or qwen3 (the last three with 2 kv heads)."""
+    arch, n_kv = {"llama_mha": ("llama", 4), "llama_gqa": ("llama", 2)}.get(kind, (kind, 2))
+    return build_arch(arch, tok, num_key_value_heads=n_kv, **SHAPE)
 
 
 def _rows(vocab: int) -> tuple[list[list[int]], list[list[int]]]:

@@ -160,17 +160,13 @@ def test_nothing_of_a_sandbox_survives_the_run() -> None:
     token = uuid.uuid4().hex
     program = (
         "import os\ndef f():\n    if os.fork() == 0:\n        os.setsid()\n        if os.fork() == 0:\n"
-        f"            os.execv('/usr/bin/python3', ['python3', '-c', 'import time; time.sleep(60)', '{token}'])\n"
+        f"            {_sleeper(token)}\n"
         "        os._exit(0)\n    open('/tmp/left-behind', 'w').write('x')\n    return 1\n"
     )
-    r = run_tests(program.replace("/usr/bin/python3", _bwrap.host().python), "assert f() == 1")
+    r = run_tests(program, "assert f() == 1")
     assert r.passed, r
     for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                assert token.encode() not in f.read(), f"daemon {pid} outlived its sandbox"
-        except OSError:
-            continue
+        assert token.encode() not in _cmdline(pid), f"daemon {pid} outlived its sandbox"
     assert not os.path.exists("/tmp/left-behind")
 
 
@@ -180,7 +176,7 @@ def test_a_daemon_that_left_the_group_is_found_and_killed_through_the_pid_namesp
     token = uuid.uuid4().hex
     daemon = (
         "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
-        f"        os.execv({_bwrap.host().python!r}, ['python3', '-c', 'import time; time.sleep(60)', '{token}'])\n"
+        f"        {_sleeper(token)}\n"
         "    os._exit(0)\ntime.sleep(60)\n"
     )
     proc = _bwrap.start(_bwrap.host(), ["-I", "-S", "-c", daemon], {})
@@ -199,6 +195,11 @@ def test_a_daemon_that_left_the_group_is_found_and_killed_through_the_pid_namesp
         assert not _bwrap._kill_namespace(inode)
     finally:
         _bwrap.finish(proc)
+
+
+def _sleeper(token: str) -> str:
+    """A statement that becomes a 60 s sleep whose command line carries `token` (to find it in /proc)."""
+    return f"os.execv({_bwrap.host().python!r}, ['python3', '-c', 'import time; time.sleep(60)', '{token}'])"
 
 
 def _pids_in_namespace(inode: int) -> list[str]:
