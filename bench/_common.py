@@ -15,6 +15,7 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,24 @@ def peak_rss_mb() -> float:
 
 def median(xs: list[float]) -> float | None:
     return statistics.median(xs) if xs else None
+
+
+def interleaved_cpu_times(
+    sides: dict[str, Callable[[int], Any]], rounds: int, *, warmup: int = 0, setup: Callable[[str], Any] | None = None
+) -> dict[str, list[float]]:  # fmt: skip
+    """Process CPU seconds of each side's call `sides[name](round)` per round, the sides' order reversed
+    every other round (A B, B A, ...) so a shared box's drift hits all alike; `setup(name)` runs untimed
+    before each call, the first `warmup` rounds are not recorded."""
+    names, times = list(sides), {name: [] for name in sides}
+    for r in range(warmup + rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            if setup is not None:
+                setup(name)
+            t0 = time.process_time()
+            sides[name](r)
+            if r >= warmup:
+                times[name].append(time.process_time() - t0)
+    return times
 
 
 class PhaseTimer:

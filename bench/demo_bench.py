@@ -16,12 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/
+
 import torch
+from _common import interleaved_cpu_times
 
 
 def _components(quick: bool) -> tuple[Any, Any, Any, Any]:
@@ -98,13 +102,9 @@ def _ab(a: Any, b: Any, args: Any) -> None:
     """Alternate one step of `a` and one of `b` (the same step numbers): the box's load hits both alike."""
     from rlvr.trainer.run import Timer
 
-    times: dict[str, list[float]] = {"a": [], "b": []}
-    for step in range(1, args.warmup + args.steps + 1):
-        for name, stage in (("a", a), ("b", b)) if step % 2 else (("b", b), ("a", a)):
-            t0 = time.process_time()
-            stage.step(step, Timer())
-            if step > args.warmup:
-                times[name].append(time.process_time() - t0)
+    step = {"a": a, "b": b}
+    times = interleaved_cpu_times({k: lambda r, k=k: step[k].step(r + 1, Timer()) for k in step}, args.steps,
+                                  warmup=args.warmup)  # fmt: skip
     med = {k: 1000 * statistics.median(v) for k, v in times.items()}
     print(
         json.dumps(

@@ -19,7 +19,6 @@ import random
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from typing import Any
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1])]
 
 import torch  # noqa: E402
+from _common import interleaved_cpu_times  # noqa: E402
 
 from rlvr.models import kernels  # noqa: E402
 
@@ -88,25 +88,21 @@ def sft_fns(tmp: str) -> tuple[Any, dict[str, Callable[[], None]]]:
 
 
 def ab(model: Any, fns: dict[str, Callable[[], None]], repeats: int) -> dict[str, dict[str, float]]:
-    times: dict[str, dict[str, list[float]]] = {n: {"off": [], "on": []} for n in fns}
-    for fn in fns.values():
-        fn()  # warm-up, unpatched
-    for r in range(repeats):
-        for side in (("off", "on") if r % 2 == 0 else ("on", "off")):
-            kernels.unfuse(model)
-            if side == "on":
-                assert kernels.fuse(model) > 0
-            for n, fn in fns.items():
-                t = time.process_time()
-                fn()
-                times[n][side].append(time.process_time() - t)
-    kernels.unfuse(model)
+    """Each of `fns` with the kernels off and on, interleaved (`interleaved_cpu_times`), after one warm-up each."""
+
+    def switch(side: str) -> None:
+        kernels.unfuse(model)
+        if side == "on":
+            assert kernels.fuse(model) > 0
+
     out = {}
-    for n, t in times.items():
+    for n, fn in fns.items():
+        t = interleaved_cpu_times({"off": lambda r, fn=fn: fn(), "on": lambda r, fn=fn: fn()}, repeats, warmup=1, setup=switch)
         off, on = statistics.median(t["off"]), statistics.median(t["on"])
         out[n] = {"off_s": off, "on_s": on, "speedup": off / on}
         print(f"{n:10s} off {off:7.3f} s  on {on:7.3f} s  off/on {off / on:5.3f}  "
               f"(off {[round(x, 2) for x in t['off']]}, on {[round(x, 2) for x in t['on']]})", flush=True)  # fmt: skip
+    kernels.unfuse(model)
     return out
 
 

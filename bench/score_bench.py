@@ -17,14 +17,14 @@ import json
 import random
 import statistics
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch
-from _common import make_prompts
+from _common import interleaved_cpu_times, make_prompts
 from roofline import Shape
 
 
@@ -64,6 +64,10 @@ def _flops(shape: Shape, prompts: list[list[int]], comps: list[list[int]], share
     return total
 
 
+def _scorer(engine: Any, prompts: list[list[int]], comps: list[list[int]]) -> Callable[[int], Any]:
+    return lambda r: engine.score(prompts, comps)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", choices=["bench", "demo", "both"], default="both")
@@ -80,14 +84,10 @@ def main() -> None:
         preset, prompts, comps = _batch(kind, tok)
         model = build_model(preset, tok, 0)
         engines = {s: HFEngine(model, tok, dtype=torch.float32, share_score_prompts=s) for s in (True, False)}
-        times: dict[bool, list[float]] = {True: [], False: []}
         out = {s: engines[s].score(prompts, comps) for s in (True, False)}  # warm-up, and the agreement
         diff = max(abs(a - b) for x, y in zip(out[True], out[False]) for a, b in zip(x.logprobs, y.logprobs))
-        for i in range(args.repeats):
-            for s in ((True, False) if i % 2 == 0 else (False, True)):  # interleaved, alternating order
-                t0 = time.process_time()
-                engines[s].score(prompts, comps)
-                times[s].append(time.process_time() - t0)
+        by_name = interleaved_cpu_times({str(s): _scorer(engines[s], prompts, comps) for s in (True, False)}, args.repeats)
+        times = {s: by_name[str(s)] for s in (True, False)}
         shape = Shape.from_config(model.config)
         med = {s: statistics.median(v) for s, v in times.items()}
         fl = {s: _flops(shape, prompts, comps, s) for s in (True, False)}
