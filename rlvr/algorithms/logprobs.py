@@ -28,6 +28,7 @@ __all__ = [
     "entropy",
     "entropy_from_hidden",
     "entropy_from_logits",
+    "gathered_logprobs_from_hidden",
     "logprobs_and_entropy",
     "logprobs_and_entropy_from_hidden",
     "token_logprobs",
@@ -54,23 +55,29 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
+def _ids(x: Tensor, targets: Tensor) -> Tensor:  # one target per token [...] or M of them [..., M] -> [..., M]
+    return targets.unsqueeze(-1) if targets.dim() == x.dim() - 1 else targets
+
+
 def _chunk_stats(x: Tensor, targets: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor]:
-    """For tempered logits x [n, V]: (logsumexp [n], logp of targets [n] or None, entropy [n])."""
+    """For tempered logits x [n, V]: (logsumexp [n], logp of targets [n] (or [n, M]) or None, entropy [n])."""
     lse = torch.logsumexp(x, dim=-1)
     logp_all = x - lse.unsqueeze(-1)
     ent = -(logp_all.exp() * logp_all).sum(-1)
-    lp = None if targets is None else logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    lp = None if targets is None else logp_all.gather(-1, _ids(x, targets)).view(targets.shape)
     return lse, lp, ent
 
 
 def _chunk_grad(x: Tensor, lse: Tensor, ent: Tensor, targets, g_lp, g_ent, temperature: float) -> Tensor:
-    """d(loss)/d(logits) for one chunk of tempered logits x [n, V], in x's dtype."""
+    """d(loss)/d(logits) for one chunk of tempered logits x [n, V], in x's dtype.  With M ids per token
+    (repeats allowed): d/dx sum_m g_m logp_{y_m} = sum_m g_m onehot(y_m) - p sum_m g_m."""
     logp_all = x - lse.unsqueeze(-1)
     p = logp_all.exp()
     grad = torch.zeros_like(x)
     if g_lp is not None:
-        grad = -p * g_lp.unsqueeze(-1)
-        grad.scatter_add_(-1, targets.unsqueeze(-1), g_lp.unsqueeze(-1))
+        g = _ids(x, g_lp)
+        grad = -p * g.sum(-1, keepdim=True)
+        grad.scatter_add_(-1, _ids(x, targets), g)
     if g_ent is not None:
         grad = grad - p * (logp_all + ent.unsqueeze(-1)) * g_ent.unsqueeze(-1)
     return grad / temperature
@@ -114,13 +121,18 @@ class _FromLogits(torch.autograd.Function):
 
 
 class _FromHidden(torch.autograd.Function):
+    """(logp at targets [B, T] or [B, T, M], entropy [B, T], argmax [B, T] when `want_argmax`, else empty)."""
+
     @staticmethod
     def forward(
-        ctx, hidden: Tensor, weight: Tensor, targets: Tensor | None, chunk_size: int, temperature: float
-    ):
+        ctx, hidden: Tensor, weight: Tensor, targets: Tensor | None, chunk_size: int, temperature: float,
+        want_argmax: bool = False,
+    ):  # fmt: skip
         B, T, _ = hidden.shape
         cdt = _compute_dtype(hidden.dtype)
-        lse, lp, ent = (hidden.new_zeros((B, T), dtype=cdt) for _ in range(3))
+        lse, ent = (hidden.new_zeros((B, T), dtype=cdt) for _ in range(2))
+        lp = hidden.new_zeros((B, T) if targets is None else targets.shape, dtype=cdt)
+        top = torch.zeros((B, T) if want_argmax else (0,), dtype=torch.long, device=hidden.device)
         for bs, ts in _blocks(B, T, chunk_size):
             x = (hidden[bs, ts] @ weight.t()).to(cdt) / temperature
             tgt = None if targets is None else targets[bs, ts]
@@ -128,16 +140,19 @@ class _FromHidden(torch.autograd.Function):
             lse[bs, ts], ent[bs, ts] = c_lse, c_ent
             if c_lp is not None:
                 lp[bs, ts] = c_lp
+            if want_argmax:
+                top[bs, ts] = x.argmax(-1)
         if targets is None:
             ctx.mark_non_differentiable(lp)
+        ctx.mark_non_differentiable(top)
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(hidden, weight, targets, lse, ent)
         ctx.chunk_size, ctx.temperature = chunk_size, temperature
-        return lp, ent
+        return lp, ent, top
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, g_lp: Tensor | None, g_ent: Tensor | None):
+    def backward(ctx, g_lp: Tensor | None, g_ent: Tensor | None, _g_top: Tensor | None = None):
         hidden, weight, targets, lse, ent = ctx.saved_tensors
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         cdt = _compute_dtype(hidden.dtype)
@@ -155,7 +170,7 @@ class _FromHidden(torch.autograd.Function):
                 grad_h[bs, ts] = (d_logits.to(weight.dtype) @ weight).to(hidden.dtype)
             if need_w:
                 grad_w += d_logits.reshape(-1, d_logits.shape[-1]).t() @ h.reshape(-1, h.shape[-1]).to(cdt)
-        return grad_h, None if grad_w is None else grad_w.to(weight.dtype), None, None, None
+        return grad_h, None if grad_w is None else grad_w.to(weight.dtype), None, None, None, None
 
 
 def _check(x: Tensor, targets: Tensor | None, name: str) -> None:
@@ -212,7 +227,8 @@ def logprobs_and_entropy_from_hidden(
 ) -> tuple[Tensor, Tensor]:  # logprobs [B, T], entropy [B, T]
     """Project `hidden @ lm_head_weight.T` chunk by chunk (never the full logits); differentiable in both."""
     _check(hidden, targets, "hidden")
-    return _FromHidden.apply(hidden, lm_head_weight, targets.long(), chunk_size, temperature)
+    lp, ent, _ = _FromHidden.apply(hidden, lm_head_weight, targets.long(), chunk_size, temperature)
+    return lp, ent
 
 
 def token_logprobs_from_hidden(
@@ -239,3 +255,20 @@ def entropy_from_hidden(
     """`entropy_from_logits` of `hidden @ lm_head_weight.T`, without materialising the logits."""
     _check(hidden, None, "hidden")
     return _FromHidden.apply(hidden, lm_head_weight, None, chunk_size, temperature)[1]
+
+
+def gathered_logprobs_from_hidden(
+    hidden: Tensor,  # [B, T, H]
+    lm_head_weight: Tensor,  # [V, H]
+    ids: Tensor,  # [B, T, M] long: M candidates per token (repeats allowed)
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    temperature: float = 1.0,
+) -> tuple[Tensor, Tensor]:  # logprobs [B, T, M] (>= fp32), argmax [B, T] long
+    """log softmax(hidden @ lm_head_weight.T / temperature) at each token's M `ids`, and its argmax, chunk
+    by chunk (distillation: the target and a teacher's top-k ids); differentiable in hidden and weight."""
+    if ids.dim() != 3 or ids.shape[:2] != hidden.shape[:2]:
+        raise ValueError(f"ids must be [B, T, M] with [B, T] = {tuple(hidden.shape[:2])}, got {tuple(ids.shape)}")
+    _check(hidden, None, "hidden")
+    lp, _, top = _FromHidden.apply(hidden, lm_head_weight, ids.long(), chunk_size, temperature, True)
+    return lp, top

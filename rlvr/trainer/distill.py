@@ -13,8 +13,9 @@ time is the forward's value, detached) and fed to the PPO-clip policy term: the 
 the sampled reverse KL (`rlvr.distill.losses.reverse_kl_advantage`).  "topk" descends the exact
 reverse KL over the teacher's top-k instead (and the reward term, when on, is the policy term).
 
-Deviation, for now: the student's log-softmax is materialised over the whole vocabulary per micro-batch
-([B, C, V] fp32): fine for the tiny presets' 114 tokens, to be chunked for 150k-token vocabularies.
+The student's log-softmax is never materialised over the whole vocabulary: its target and top-k
+logprobs and its argmax come from the LM head chunk by chunk (`gathered_logprobs_from_hidden`, the RL
+trainer's chunked fp32 projection), so a 150k-token vocabulary costs chunk_size x V, not B x C x V.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from torch import Tensor, nn
 from rlvr.algorithms import registry
 from rlvr.algorithms.aggregate import aggregate, global_denominator
 from rlvr.algorithms.compose import Objective, TokenInputs, masked_mean, policy_term
+from rlvr.algorithms.logprobs import gathered_logprobs_from_hidden
 from rlvr.config import ConfigError, DistillConfig, ModelConfig
 from rlvr.distill.losses import KD_LOSSES, Projector, hidden_state_loss, reverse_kl
 from rlvr.distill.terms import hard_ce_term, kd_term, sampled_kl_metric
@@ -87,14 +89,13 @@ def layer_states(body: nn.Module, mb: MicroBatch, layers: Sequence[int]) -> tupl
 def student_forward(model: nn.Module, mb: MicroBatch, teacher_ids: Tensor, *, temperature: float, autocast: bool,
                     layers: Sequence[int] = ()) -> tuple[Tensor, Tensor, Tensor, list[Tensor]]:  # fmt: skip
     """(logprobs of the targets [B, C], the student's logprobs at the teacher's ids [B, C, K], its argmax
-    [B, C], the hidden states of `layers`) at `temperature`, from one forward over the vocabulary."""
+    [B, C], the hidden states of `layers`) at `temperature`, from one chunked pass over the vocabulary."""
     body, weight = decoder_and_head(model)
     with maybe_autocast(autocast, weight.device.type):
         hidden, states = layer_states(body, mb, layers) if layers else (completion_hidden(body, mb), [])
-    logp = torch.log_softmax((hidden.float() @ weight.float().T) / temperature, dim=-1)  # [B, C, V]
-    targets = mb.targets.to(weight.device).unsqueeze(-1)
-    topk = logp.gather(-1, teacher_ids.to(weight.device))
-    return logp.gather(-1, targets).squeeze(-1), topk, logp.argmax(-1), states
+    ids = torch.cat([mb.targets.to(weight.device).unsqueeze(-1), teacher_ids.to(weight.device)], dim=-1)
+    logp, argmax = gathered_logprobs_from_hidden(hidden.float(), weight.float(), ids, temperature=temperature)
+    return logp[..., 0], logp[..., 1:], argmax, states  # [B, C, 1 + K] -> target, top-k
 
 
 def feature_loss(stage: DistillStage, mb: MicroBatch, student_states: Sequence[Tensor]) -> Tensor:  # -> [B, C]

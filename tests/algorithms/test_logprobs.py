@@ -8,6 +8,7 @@ from rlvr.algorithms.logprobs import (
     entropy,
     entropy_from_hidden,
     entropy_from_logits,
+    gathered_logprobs_from_hidden,
     logprobs_and_entropy,
     logprobs_and_entropy_from_hidden,
     token_logprobs,
@@ -112,3 +113,42 @@ def test_shape_errors_name_the_argument():
         token_logprobs(torch.zeros(2, 3, 5), torch.zeros(2, 4, dtype=torch.long))
     with pytest.raises(ValueError, match="logits"):
         entropy(torch.zeros(3, 5))
+
+
+def test_gathered_from_hidden_hand_values():
+    # one token, hidden [1, 0], weight rows [0, ln 3, 0] -> logits [0, ln 3, 0] -> p = [1/5, 3/5, 1/5]
+    hidden = torch.tensor([[[1.0, 0.0]]])
+    weight = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0], [0.0, 0.0]])
+    lp, top = gathered_logprobs_from_hidden(hidden, weight, torch.tensor([[[1, 0, 1]]]))
+    assert_close(lp, torch.tensor([[[math.log(0.6), math.log(0.2), math.log(0.6)]]]))
+    assert top.tolist() == [[1]]
+
+
+@pytest.mark.parametrize("chunk_size", [1, 3, 1000])
+def test_gathered_from_hidden_equals_the_full_log_softmax_in_value_and_gradient(chunk_size):
+    """The distillation student's target + top-k logprobs: several ids per token, repeats included (the
+    target is often the teacher's top-1), chunked over tokens; gradients in both hidden and weight."""
+    g = torch.Generator().manual_seed(5)
+    hidden = torch.randn(2, 5, 4, generator=g, dtype=torch.float64)
+    weight = torch.randn(9, 4, generator=g, dtype=torch.float64)
+    ids = torch.randint(0, 9, (2, 5, 4), generator=g)
+    ids[0, :, 1] = ids[0, :, 0]  # repeated candidates: their gradients add up
+    upstream = torch.randn(2, 5, 4, generator=g, dtype=torch.float64)
+    h1, w1 = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    lp, top = gathered_logprobs_from_hidden(h1, w1, ids, chunk_size=chunk_size, temperature=0.7)
+    (lp * upstream).sum().backward()
+    h2, w2 = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    full = torch.log_softmax((h2 @ w2.t()) / 0.7, dim=-1)  # [B, T, V]
+    want = full.gather(-1, ids)
+    (want * upstream).sum().backward()
+    assert_close(lp, want)
+    assert torch.equal(top, full.argmax(-1))
+    assert_close(h1.grad, h2.grad)
+    assert_close(w1.grad, w2.grad)
+    fn = lambda h, w: gathered_logprobs_from_hidden(h, w, ids, chunk_size=chunk_size)[0]  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (h1.detach().requires_grad_(), w1.detach().requires_grad_()))
+
+
+def test_gathered_from_hidden_shape_error_names_the_ids():
+    with pytest.raises(ValueError, match="ids must be"):
+        gathered_logprobs_from_hidden(torch.zeros(2, 3, 4), torch.zeros(5, 4), torch.zeros(2, 3, dtype=torch.long))
