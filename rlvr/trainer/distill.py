@@ -49,7 +49,7 @@ from rlvr.trainer.rl_steps import collect_groups, group_advantages, reward_metri
 from rlvr.trainer.run import Callback, RunResult, Timer
 from rlvr.trainer.sft import make_samples
 from rlvr.trainer.step import Accumulator, apply_gradients
-from rlvr.trainer.sync import update_engine
+from rlvr.trainer.sync import check_after_update, update_engine
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,9 +201,12 @@ class DistillStage:
             self.model.train()
             update = distill_update(self, batches, teachers, lr_factor(self.opt_step, c.optim, c.optimizer_steps))
             self.opt_step += 1
-        if self.engine is not None:  # 4. the student's new weights to its rollout engine
+        if self.engine is not None:  # 4. the student's new weights to its rollout engine, checked
             with timer("sync"):
                 update_engine(self.engine, self.model, self.opt_step)
+                if c.rollout.engine.check_sync:
+                    metrics.update(check_after_update(self.engine, self.model, samples, temperature=c.rollout.temperature,
+                                                      autocast=self.autocast, pad_id=self.tokenizer.pad_token_id))  # fmt: skip
         metrics.update(update)
         metrics["padding_frac"] = padding_fraction(batches)
         return metrics

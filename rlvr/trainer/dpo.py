@@ -29,7 +29,7 @@ from rlvr.trainer.optim import Optimizers, build_optimizer, lr_factor
 from rlvr.trainer.rl_steps import collect_groups
 from rlvr.trainer.run import Callback, RunResult, Timer
 from rlvr.trainer.step import Accumulator, apply_gradients
-from rlvr.trainer.sync import check_logprobs, update_engine
+from rlvr.trainer.sync import check_after_update, update_engine
 
 Pair = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]  # (prompt ids, chosen ids, rejected ids)
 
@@ -104,10 +104,9 @@ class DPOStage:
             with timer("sync"):
                 update_engine(self.engine, self.model, self.opt_step)
                 if c.rollout.engine.check_sync:
-                    probe = max((Sample(p, ch) for p, ch, _ in pairs), key=lambda s: len(s.completion_ids))
-                    metrics.update(check_logprobs(self.engine, self.model, probe, temperature=c.rollout.temperature,
-                                                  autocast=self.autocast, bf16=self.autocast,
-                                                  pad_id=self.tokenizer.pad_token_id))  # fmt: skip
+                    metrics.update(check_after_update(self.engine, self.model, [Sample(p, ch) for p, ch, _ in pairs],
+                                                      temperature=c.rollout.temperature, autocast=self.autocast,
+                                                      pad_id=self.tokenizer.pad_token_id))  # fmt: skip
         return metrics
 
     def _reference(self, pairs: Sequence[Pair]) -> list[tuple[float, float]]:

@@ -43,7 +43,7 @@ from rlvr.trainer.optim import Optimizers, build_optimizer, lr_factor
 from rlvr.trainer.rl_steps import collect_groups, reference_logprobs, reward_metrics, to_samples
 from rlvr.trainer.run import Callback, RunResult, Timer
 from rlvr.trainer.step import apply_gradients, optimizer_update
-from rlvr.trainer.sync import check_logprobs, update_engine
+from rlvr.trainer.sync import check_after_update, update_engine
 
 
 def token_values(critic: nn.Module, mb: MicroBatch, *, autocast: bool) -> Tensor:  # [B, C] fp32
@@ -115,11 +115,9 @@ class PPOStage:
         if step > p.critic_warmup_steps:
             with timer("sync"):
                 update_engine(self.engine, self.model, self.opt_step)
-                if r.engine.check_sync and samples:
-                    probe = max(samples, key=lambda s: len(s.completion_ids))
-                    metrics.update(check_logprobs(self.engine, self.model, probe, temperature=r.temperature,
-                                                  autocast=self.autocast, bf16=self.autocast,
-                                                  pad_id=self.tokenizer.pad_token_id))  # fmt: skip
+                if r.engine.check_sync:
+                    metrics.update(check_after_update(self.engine, self.model, samples, temperature=r.temperature,
+                                                      autocast=self.autocast, pad_id=self.tokenizer.pad_token_id))  # fmt: skip
         metrics.update(reward_metrics(groups))
         metrics.update({"groups/zero_var_frac_sampled": zero_var, "kl/beta": self.kl_ctl.value, "critic/warmup": int(step <= p.critic_warmup_steps),
                         "tokens": sum(len(s.completion_ids) for s in samples)})  # fmt: skip

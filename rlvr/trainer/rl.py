@@ -38,7 +38,7 @@ from rlvr.trainer.rl_steps import (
 )
 from rlvr.trainer.run import Callback, RunResult, Timer
 from rlvr.trainer.step import optimizer_update
-from rlvr.trainer.sync import check_logprobs, update_engine
+from rlvr.trainer.sync import check_after_update, update_engine
 
 
 @dataclass(slots=True)
@@ -131,14 +131,10 @@ class RLStage:
     def _sync(self, samples: Sequence[Any]) -> dict[str, float]:
         self.pipeline.settle()  # a batch being sampled ahead finishes on the weights it started with
         update_engine(self.engine, self.model, self.opt_step)
-        if not self.config.rollout.engine.check_sync or not samples:
+        if not self.config.rollout.engine.check_sync:
             return {}
-        probe = max(samples, key=lambda s: len(s.completion_ids))
-        engine_model = getattr(self.engine, "model", None)
-        bf16 = self.autocast or getattr(self.engine, "bf16", False) or (
-            engine_model is not None and next(engine_model.parameters()).dtype == torch.bfloat16)
-        return check_logprobs(self.engine, self.model, probe, temperature=self.config.rollout.temperature,
-                              autocast=self.autocast, bf16=bf16, pad_id=self.tokenizer.pad_token_id)  # fmt: skip
+        return check_after_update(self.engine, self.model, samples, temperature=self.config.rollout.temperature,
+                                  autocast=self.autocast, pad_id=self.tokenizer.pad_token_id)  # fmt: skip
 
     def _kl_control(self, update: dict[str, Any], samples: Sequence[Any]) -> dict[str, float]:
         """beta for the next step; the controller sees the KL per sequence (Ziegler et al.'s units)."""

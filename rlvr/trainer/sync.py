@@ -11,6 +11,7 @@ numbers; the run stops before it trains on samples from the wrong policy.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -68,3 +69,16 @@ def check_logprobs(engine: Any, model: nn.Module, sample: Sample, *, temperature
             "stale caches, or different weights)"
         )
     return {"sync/max_abs_logp_diff": worst, "sync/mean_abs_logp_diff": mean}
+
+
+def check_after_update(engine: Any, model: nn.Module, samples: Sequence[Sample], *, temperature: float,
+                       autocast: bool, pad_id: int) -> dict[str, float]:  # fmt: skip
+    """`check_logprobs` on the step's longest completion, with bf16 tolerances when either side runs bf16
+    (trainer autocast, or an engine that computes in bf16); {} when there is nothing to compare."""
+    if not samples:
+        return {}
+    probe = max(samples, key=lambda s: len(s.completion_ids))
+    engine_model = getattr(engine, "model", None)
+    bf16 = autocast or bool(getattr(engine, "bf16", False)) or (
+        engine_model is not None and next(engine_model.parameters()).dtype == torch.bfloat16)
+    return check_logprobs(engine, model, probe, temperature=temperature, autocast=autocast, bf16=bf16, pad_id=pad_id)

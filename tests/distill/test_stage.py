@@ -13,6 +13,8 @@ import torch
 from rlvr.config import ConfigError, parse_config
 from rlvr.distill.vocab import vocabulary_mismatch
 from rlvr.models.tiny import build_model, build_tokenizer
+from rlvr.rollout.base import WeightSyncError
+from rlvr.rollout.hf import HFEngine
 from rlvr.trainer import build, train
 from rlvr.trainer.checkpoint import load_weights
 from rlvr.trainer.distill import build_teacher
@@ -165,3 +167,23 @@ def test_feature_distillation_through_a_projector_lowers_the_feature_loss(tmp_pa
     data["run"]["out_dir"] = str(tmp_path / "bad")
     with pytest.raises(ConfigError, match="layer_map"):
         train(parse_config(data, kind="distill"))
+
+
+class _NoOpSyncEngine(HFEngine):
+    """Reports every update as taken and keeps sampling the old weights (the silent sync bug)."""
+
+    def update_weights(self, state_dict, *, version):
+        self.version = version
+        return version
+
+
+def test_on_policy_distillation_checks_the_student_engine_after_every_update(tmp_path):
+    cfg = _cfg(tmp_path / "ok", steps=2, mode="on_policy")
+    train(cfg)
+    rows = _rows(tmp_path / "ok")
+    assert all(r["sync/max_abs_logp_diff"] <= 1e-3 for r in rows)
+    tok = build_tokenizer()
+    model = build_model("1m", tok, 0)
+    stale = _NoOpSyncEngine(model, tok, dtype=None)
+    with pytest.raises(WeightSyncError, match="differ from the trainer's"):
+        train(_cfg(tmp_path / "stale", steps=2, mode="on_policy"), model=model, tokenizer=tok, engine=stale)
