@@ -22,9 +22,17 @@ from __future__ import annotations
 import itertools
 import re
 
+from rlvr.verifiers._mathchars import fold_unicode
 from rlvr.verifiers.region import _balanced_group
 
-INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u200e\u200f\u2060\ufeff\u00ad\x00\u180e"), " ")
+_INVISIBLE_CHARS = (
+    "\u200b\u200c\u200d\u200e\u200f\u2060\ufeff\u00ad\x00\u180e"
+    "\u2061\u2062\u2063\u2064\u034f\u115f\u1160\u3164\uffa0\u2800\u061c"  # invisible operators, fillers
+    "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"  # bidi controls reorder what is shown
+    + "".join(map(chr, range(0xFE00, 0xFE10)))  # variation selectors
+    + "".join(map(chr, range(0xE0000, 0xE0080)))  # tag characters
+)
+INVISIBLE = dict.fromkeys(map(ord, _INVISIBLE_CHARS), " ")
 UNICODE = {
     "\u2212": "-", "\u2013": "-", "\u2228": r" \lor ", "\u2227": r" \land ", "\u222a": r" \cup ",
     "\u2229": r" \cap ", "\u2248": r" \approx ", "\u2260": r" \neq ", "\u2264": r" \le ", "\u2265": r" \ge ",
@@ -84,7 +92,9 @@ def _replace_groups(text: str, command: str, keep: int | None, groups: int) -> s
 
 def clean(text: str) -> str:
     """The answer with the false-negative fixes of the module docstring applied."""
-    s = text.translate(_UNICODE_TABLE)
+    s = fold_unicode(text.translate(_UNICODE_TABLE))
+    if not braces_balanced(s):
+        return s  # scored 0 anyway; and group matching on unbalanced text would be quadratic
     for cmd in ("\\phantom", "\\hphantom", "\\vphantom"):
         s = _replace_groups(s, cmd, None, 1)
     s = _replace_groups(s, "\\textcolor", 2, 2)
@@ -104,6 +114,8 @@ def has_hedge_marker(text: str) -> bool:
 
 def text_blocks_to_spaces(text: str) -> str:
     """`\\text{...}`-style groups: prose becomes a separator (a space); a unit word stays a word."""
+    if not braces_balanced(text):
+        return text  # (scored 0 by the caller; group matching on it would be quadratic)
     for cmd in _TEXT_CMDS:
         s, i, out = text, 0, []
         while (pos := s.find(cmd, i)) >= 0:
@@ -205,3 +217,56 @@ def unbox(text: str) -> tuple[str, int]:
         i = end
     out.append(text[i:])
     return "".join(out), len(found)
+
+
+def braces_balanced(text: str) -> bool:
+    """Whether unescaped `{`/`}` pair up (escaped `\\{`, `\\}` are literal characters)."""
+    depth, i = 0, 0
+    while i < len(text):
+        if text[i] == "\\":
+            i += 2
+            continue
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        if depth < 0:
+            return False
+        i += 1
+    return depth == 0
+
+
+def text_digits_beside(text: str) -> bool:
+    """A `\\text{...}`-style group holding a digit next to a digit outside every such group
+    (`3 \\text{4}`, `3 \\text{ (4?)}`): two values, math-verify would read only one."""
+    if not braces_balanced(text):
+        return False  # scored 0 by the caller anyway
+    outside, inner_digit = [], False
+    for cmd in _TEXT_CMDS:
+        i = 0
+        while (pos := text.find(cmd, i)) >= 0:
+            end = pos + len(cmd)
+            found = _balanced_group(text, end) if end < len(text) and text[end] == "{" else None
+            if found is None:
+                i = end
+                continue
+            inner_digit = inner_digit or any(ch.isdigit() for ch in found[0])
+            outside.append(text[i:pos])
+            i = found[1]
+        outside.append(text[i:])
+        text = " ".join(outside)
+        outside = []
+    return inner_digit and any(ch.isdigit() for ch in text)
+
+
+_THOUSANDS_COMMAS = re.compile(r"(?<![\d.])\d{1,3}(?:,\d{3})+(?![\d])")
+
+
+def top_level_comma(text: str) -> bool:
+    """A comma outside every bracket once `1,000`-style thousands are joined (`4, 4`, `4,`)."""
+    depth = 0
+    for ch in _THOUSANDS_COMMAS.sub("0", re.sub(r"\\[^A-Za-z]", " ", text)):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth <= 0:
+            return True
+    return False

@@ -23,7 +23,8 @@ import sys
 from functools import lru_cache
 from typing import Any
 
-from rlvr.verifiers import _mathtext
+from rlvr.verifiers import _mathchars, _mathtext
+from rlvr.verifiers._mathtext import braces_balanced
 
 MEMORY_LIMIT_BYTES = 4 << 30  # a bignum bomb hits MemoryError instead of swapping the host
 MAX_EQUATION_SIDES = 6
@@ -132,7 +133,7 @@ def is_hedge(answer: str, parsed: tuple[Any, ...], gold: tuple[Any, ...]) -> boo
     return len(sides) > 1 and constant_sides == 0
 
 
-def _graded_part(answer: str, single: bool) -> str | None:
+def _graded_part(answer: str, single: bool, gold: str) -> str | None:
     """The part of an answer block that is graded, or None for a hedge (see `rlvr.verifiers.math`).
 
     Several boxes: a hedge against a single value, else the list of their contents.  One box
@@ -148,7 +149,7 @@ def _graded_part(answer: str, single: bool) -> str | None:
         answer = candidates[0] if len(candidates) == 1 else answer
         found = [] if len(candidates) == 1 else found
         if len(candidates) == 1:
-            return _single_checks(answer, single)
+            return _single_checks(answer, single, gold)
     if len(found) > 1:
         return None if single else ", ".join(content for _, _, content in found)
     if found:
@@ -164,13 +165,19 @@ def _graded_part(answer: str, single: bool) -> str | None:
         if len(candidates) != 1:
             return None
         answer = candidates[0]
-    return _single_checks(answer, single)
+    return _single_checks(answer, single, gold)
 
 
-def _single_checks(answer: str, single: bool) -> str | None:
+def _single_checks(answer: str, single: bool, gold: str) -> str | None:
     if len(answer) > MAX_GRADED_CHARS:
         return None
-    if single and (_mathtext.has_hedge_marker(answer) or _mathtext.juxtaposed_numbers(answer)):
+    if single and (
+        _mathtext.has_hedge_marker(answer)
+        or _mathtext.juxtaposed_numbers(answer)
+        or _mathtext.text_digits_beside(answer)
+        or _mathtext.top_level_comma(answer)
+        or _mathchars.foreign_marks(answer, gold)
+    ):
         return None
     return answer
 
@@ -184,7 +191,7 @@ def check(answer: str, gold: str) -> float | None:
     if not braces_balanced(answer):
         return 0.0  # `5}{6` would break out of the `\\boxed{…}` we parse it in
     single = _is_single_valued(_main_value(gold_parsed))
-    graded = _graded_part(answer, single)
+    graded = _graded_part(answer, single, _mathtext.clean(gold))
     if graded is None:
         return 0.0
     answer = graded
@@ -192,20 +199,6 @@ def check(answer: str, gold: str) -> float | None:
     if not parsed or is_hedge(answer, parsed, gold_parsed):
         return 0.0
     return 1.0 if _verify(gold_parsed, parsed) else 0.0
-
-
-def braces_balanced(text: str) -> bool:
-    """Whether unescaped `{`/`}` pair up (escaped `\\{`, `\\}` are literal characters)."""
-    depth, i = 0, 0
-    while i < len(text):
-        if text[i] == "\\":
-            i += 2
-            continue
-        depth += {"{": 1, "}": -1}.get(text[i], 0)
-        if depth < 0:
-            return False
-        i += 1
-    return depth == 0
 
 
 def equivalent(a: str, b: str) -> bool:

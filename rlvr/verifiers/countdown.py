@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections import Counter
 from fractions import Fraction
 
+from rlvr.verifiers._mathtext import INVISIBLE
 from rlvr.verifiers.region import extract_answer
 
 MAX_EXPR_CHARS = 512
@@ -45,6 +46,7 @@ class _Reject(Exception):
 
 def _tokens(expr: str, max_literals: int) -> list[str | int]:
     """Integer literals and single-character operators; raises _Reject on anything else."""
+    expr = expr.translate(INVISIBLE)  # zero-width and other invisible characters are spaces
     for alias, op in _ALIASES.items():
         expr = expr.replace(alias, op)
     out: list[str | int] = []

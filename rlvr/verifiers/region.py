@@ -6,8 +6,10 @@ Only the final answer is graded, never the reasoning:
   A completion that opens `<think>` and never closes it has no answer region (it scores 0).
   A completion with `</think>` but no `<think>` (chat templates that put `<think>` in the prompt,
   as R1's does) is treated as if the opening tag were there.
-- In that region the answer is the content of the last complete `<answer>…</answer>`; only when
+- In that region the answer is the content of the one complete `<answer>…</answer>`; only when
   there is none, the content of the last `\\boxed{…}` / `\\fbox{…}` (nested braces handled).
+  Several answer tags in the region (`<answer>3</answer><answer>4</answer>`, a nested or a
+  trailing unclosed `<answer>`), or a box after `</answer>`, are several final answers: None.
   An empty answer is no answer (None).
 
 Every function here is linear-time: tags are found with `str.find`/`rfind` (no regex runs on
@@ -111,6 +113,16 @@ def _last_answer_block(region: str) -> str | None:
     return region[start + len(ANSWER_OPEN) : end]
 
 
+def _several_answers(region: str) -> bool:
+    """More than one declared final answer: two `<answer>` or `</answer>` tags in the region, or
+    a box after the block's `</answer>` (`<answer>3</answer> \\boxed{4}`).  Graders that take
+    the last block would let a model state several answers; we grade none of them."""
+    if region.count(ANSWER_OPEN) > 1 or region.count(ANSWER_CLOSE) > 1:
+        return True
+    tail = region[region.rfind(ANSWER_CLOSE) + len(ANSWER_CLOSE) :]
+    return any(cmd in tail for cmd in BOX_COMMANDS)
+
+
 def _unwrap_single_box(answer: str) -> str:
     """`\\boxed{X}` (optionally in `$…$`, with a trailing period) → `X`; anything else unchanged.
 
@@ -129,7 +141,7 @@ def _unwrap_single_box(answer: str) -> str:
 def extract_answer(completion: str) -> str | None:
     """The final answer string to grade, stripped; None when missing, empty or unterminated.
 
-    The last `<answer>…</answer>` in the answer region wins; an answer block that is empty is
+    The one `<answer>…</answer>` in the answer region wins (several: None); an answer block that is empty is
     no answer (we do not fall back to a box then).  Only without an answer block does the last
     `\\boxed{…}` of the region count.  A single box filling the answer block is unwrapped.
     """
@@ -137,6 +149,8 @@ def extract_answer(completion: str) -> str | None:
     if region is None:
         return None
     block = _last_answer_block(region)
+    if block is not None and _several_answers(region):
+        return None
     answer = _unwrap_single_box(block) if block is not None else last_boxed(region)
     if answer is None:
         return None

@@ -11,8 +11,8 @@ EXTRACT_CASES = [
     ("<think>2+2</think><answer> 4 </answer>", "4"),
     # no think tags at all: the whole text is the region
     ("<answer>4</answer>", "4"),
-    # several answer blocks after the think: the last one counts
-    ("<think>r</think><answer>3</answer><answer>4</answer>", "4"),
+    # several answer blocks after the think: two final answers (a hedge), none is graded
+    ("<think>r</think><answer>3</answer><answer>4</answer>", None),
     # answer hidden in the reasoning only: nothing after </think> -> no answer
     ("<think>so <answer>4</answer></think>", None),
     # answer in the reasoning AND a different one after: only the region's answer counts
