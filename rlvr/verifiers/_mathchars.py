@@ -27,8 +27,7 @@ _SUB_RUN = re.compile("[" + "".join(_SUBSCRIPTS) + "]+")
 _VULGAR = re.compile(r"(?<![0-9])([\u00bc-\u00be\u2150-\u215e])")
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
-ALLOWED_COMMANDS = frozenset(
-    """frac dfrac tfrac cfrac sqrt binom dbinom tbinom choose cdot times div ast circ degree prime
+_ALLOWED = """frac dfrac tfrac cfrac sqrt binom dbinom tbinom choose cdot times div ast circ degree prime
     pi infty e i left right big Big bigg Bigg bigl bigr Bigl Bigr biggl biggr lfloor rfloor lceil rceil
     lvert rvert vert log ln lg exp sin cos tan sec csc cot arcsin arccos arctan sinh cosh tanh
     max min gcd lcm deg det arg mod bmod pmod operatorname mathrm text textrm textnormal mbox textbf mathbf
@@ -37,8 +36,8 @@ ALLOWED_COMMANDS = frozenset(
     rho varrho sigma varsigma tau upsilon phi varphi chi psi omega Gamma Delta Theta Lambda Xi Pi Sigma
     Upsilon Phi Psi Omega ell hbar emptyset varnothing quad qquad enspace enskip thinspace medspace
     thickspace negthinspace hspace hskip to mapsto implies iff rightarrow Rightarrow longrightarrow
-    Longrightarrow approx""".split()  # the chain arrows are judged side by side (`_mathworker._CHAIN`)
-)
+    Longrightarrow approx"""  # the chain arrows are judged side by side (`_mathworker._CHAIN`)
+ALLOWED_COMMANDS = frozenset(_ALLOWED.split())
 _COMMAND = re.compile(r"\\([A-Za-z]+|.)", re.S)
 _BAD_ASCII = re.compile(r"[?#@\"`]|:(?!=)")
 
