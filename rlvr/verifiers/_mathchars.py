@@ -27,10 +27,10 @@ _SUB_RUN = re.compile("[" + "".join(_SUBSCRIPTS) + "]+")
 _VULGAR = re.compile(r"(?<![0-9])([\u00bc-\u00be\u2150-\u215e])")
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
-_ALLOWED = """frac dfrac tfrac cfrac sqrt binom dbinom tbinom choose cdot times div ast circ degree prime
-    pi infty e i left right big Big bigg Bigg bigl bigr Bigl Bigr biggl biggr lfloor rfloor lceil rceil
+_ALLOWED = """frac dfrac tfrac cfrac sqrt binom dbinom tbinom cdot times div ast circ degree prime
+    pi infty left right lfloor rfloor lceil rceil
     lvert rvert vert log ln lg exp sin cos tan sec csc cot arcsin arccos arctan sinh cosh tanh
-    max min gcd lcm deg det arg mod bmod pmod operatorname mathrm text textrm textnormal mbox textbf mathbf
+    max min gcd lcm deg det arg pmod operatorname mathrm text textrm textnormal mbox textbf mathbf
     mathit textit displaystyle textstyle boxed fbox overline dots ldots cdots angle sum prod lim
     alpha beta gamma delta epsilon varepsilon zeta eta theta vartheta iota kappa lambda mu nu xi omicron
     rho varrho sigma varsigma tau upsilon phi varphi chi psi omega Gamma Delta Theta Lambda Xi Pi Sigma

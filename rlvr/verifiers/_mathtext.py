@@ -55,6 +55,7 @@ _SPLIT = re.compile(
     r"\\(?:quad|qquad|enspace|enskip|thinspace|medspace|thickspace|negthinspace|newline|hfill|[,;:! ])(?![a-zA-Z])"
     r"|\\h(?:space|skip)\*?\{[^{}]*\}|~|\s+"
 )
+_BIG = re.compile(r"\\[bB]igg?[lrm]?(?![a-zA-Z])")  # `\\big(` is `(` (math-verify would skip the group)
 _TEXT_CMDS = ("\\text", "\\textrm", "\\textnormal", "\\mbox", "\\mathrm", "\\textit", "\\textbf", "\\mathbf")
 _WORD = re.compile(r"[A-Za-z]{2,}")
 _LONE_NAME = re.compile(
@@ -92,7 +93,7 @@ def _replace_groups(text: str, command: str, keep: int | None, groups: int) -> s
 
 def clean(text: str) -> str:
     """The answer with the false-negative fixes of the module docstring applied."""
-    s = fold_unicode(text.translate(_UNICODE_TABLE))
+    s = _BIG.sub(" ", fold_unicode(text.translate(_UNICODE_TABLE)))
     if not braces_balanced(s):
         return s  # scored 0 anyway; and group matching on unbalanced text would be quadratic
     for cmd in ("\\phantom", "\\hphantom", "\\vphantom"):
@@ -239,7 +240,7 @@ def text_digits_beside(text: str) -> bool:
     if not braces_balanced(text):
         return False  # scored 0 by the caller anyway
     outside, inner_digit = [], False
-    for cmd in _TEXT_CMDS:
+    for cmd in (*_TEXT_CMDS, "\\operatorname", "\\mathit"):
         i = 0
         while (pos := text.find(cmd, i)) >= 0:
             end = pos + len(cmd)

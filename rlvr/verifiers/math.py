@@ -18,6 +18,11 @@ Our additions, all scoring 0 (see `_mathworker` and `_mathtext` for the exact ru
 - *Equations* (the convention): `x = 5`, `f(x) = 5`, `x := 5` answer the gold 5 (every side is a
   lone name or a constant equal to the gold, and at least one side is a constant); `x + 5 = 0`,
   `a + b = 4`, `y = 2x = 4`, `4 = 3` do not (an equation to solve is not a value).
+- *Foreign marks* against a single-valued gold (`_mathchars`): only allowlisted LaTeX commands and
+  characters (plus any the gold uses); math-verify skips the rest, so `3 \\foo 4`, `3 ? 4`,
+  `3 \\colon 4`, `3 ⟶ 4`, `3 ， 4` or `3 或 4` would be read as 4.  Also `3 \\text{4}` (a value
+  inside `\\text` beside another), `4, 4` (a list), and, in `region`, several `<answer>` blocks.
+  Digits of other scripts (`４`, `٤`, `𝟒`), superscripts (`3⁴`) and `½` are read as what they show.
 - Misparses are not credited: `\\neg 4` (math-verify reads 4) and `\\phantom{4}` (invisible, so
   deleted before parsing).  Fixed false negatives: `\\textcolor{red}{5}` and `\\color{red} 5` are 5.
 - Prose answers: a final sentence with exactly one candidate value (`The largest $n$ is 34.`) is

@@ -36,7 +36,9 @@ MATH_HOLES = [  # (answer, gold): each scored 1.0 before this round
     # fullwidth / CJK punctuation and other scripts' words between candidates
     ("3 \uff1c 4", "4"), ("3 \uff0f 4", "4"), ("3 \uff0c 4", "4"), ("3 \u3001 4", "4"), ("3 \uff5c 4", "4"),
     ("3 \u2225 4", "4"), ("3 \u2016 4", "4"), ("3 \u00a6 4", "4"), ("3 \u6216 4", "4"), ("3 \u0623\u0648 4", "4"),
-    ("3 ? 4", "4"), ("3 \\text{ (4?)}", "3"),
+    ("3 ? 4", "4"), ("3 \\text{ (4?)}", "3"), ("\\e 3", "3"), ("3 \\bmod 4", "4"), ("3 \\choose 4", "4"),
+    # `\big(` made math-verify skip the group: `\big( 3 \big) 4` was read as 4
+    ("\\big( 3 \\big) 4", "4"), ("\\Bigl( 3 \\Bigr) 4", "4"), ("\\operatorname{3} 4", "4"),
     # a value inside \text / \mathrm beside another value
     ("3 \\text{4}", "3"), ("3 \\mathrm{4}", "3"), ("3 \\text{(4)}", "3"),
     # the same value twice is a list, not an answer
@@ -55,6 +57,7 @@ STILL_RIGHT = [  # (answer, gold): right answers the allowlist must not refuse
     ("4^\\circ", "4"), ("4 \\,\\text{m}", "4"), ("1,000", "1000"), ("\\boxed{\\boxed{4}}", "4"), ("\\fbox{4}", "4"),
     ("\\max(3, 4)", "4"), ("\\lfloor 4.5 \\rfloor", "4"), ("x \\to 4", "4"), ("4\\%", "4"), ("\\text{4}", "4"),
     ("4 \\quad", "4"), ("\\dfrac{\\pi}{2}", "\\frac{\\pi}{2}"), ("\\theta = 4", "4"), ("3:4", "3:4"),
+    ("\\big( 4 \\big)", "4"), ("\\phantom{3}4", "4"), ("\\hspace{3pt} 4", "4"),  # (the 3s are invisible)
     ("\\overrightarrow{4}", "\\overrightarrow{4}"),  # a command the gold itself uses is allowed
 ]  # fmt: skip
 
