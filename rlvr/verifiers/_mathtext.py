@@ -171,10 +171,25 @@ def hedges_before(text: str, box_start: int) -> bool:
     return bool(_DISJUNCTION_WORDS.search(sentence)) and bool(prose_candidates(sentence))
 
 
+_AFTER_HEDGE_WORDS = re.compile(
+    r"\b(?:or|either|maybe|perhaps|possibly|alternatively|otherwise|but|though|also|might|could|may)\b", re.I
+)
+_AFTER_CONTEXT = re.compile(r"^[\s.,;:]*(?:\$\$|\$|\\\)|\\\])|\\[pb]?mod\s*\{[^{}]*\}|\\[pb]?mod\s*\d+")
+
+
+def hedges_after(text: str, box_end: int) -> bool:
+    """Whether the words after a box offer another value: a hedge word and a further value
+    (`\\boxed{4} (or 3)`, `\\boxed{4}, but it may be 3`, `\\boxed{4}. Alternatively 3.`).  A
+    justification with numbers but no hedge word (`\\boxed{9} \\pmod{11}`, `after 5 years`,
+    Math-Verify's own cases) still counts."""
+    tail = _AFTER_CONTEXT.sub(" ", text[box_end:])
+    return bool(_AFTER_HEDGE_WORDS.search(tail)) and bool(prose_candidates(tail))
+
+
 def prose_candidates(text: str) -> list[str]:
     """Numbers and non-trivial `$...$` / `\\(...\\)` segments in prose ("The largest $n$ is 34.")."""
     text = text.replace("\\(", "$").replace("\\)", "$")
-    found = [seg for seg in re.findall(r"\$([^$]*)\$", text) if not is_lone_name(seg)]
+    found = [seg for seg in re.findall(r"\$([^$]*)\$", text) if seg.strip() and not is_lone_name(seg)]
     outside = re.sub(r"\$[^$]*\$", " ", text)
     found += re.findall(r"-?\d+(?:\.\d+)?(?:/\d+)?", outside)
     return found

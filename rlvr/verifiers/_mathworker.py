@@ -156,8 +156,8 @@ def _graded_part(answer: str, single: bool, gold: str) -> str | None:
         start, end, content = found[0]
         if not _mathtext.has_words(answer[:start] + " " + answer[end:]):
             answer = _mathtext.unbox(answer)[0]
-        elif _mathtext.hedges_before(answer, start):
-            return None  # `it is 3 or maybe \\boxed{4}`
+        elif _mathtext.hedges_before(answer, start) or (single and _mathtext.hedges_after(answer, end)):
+            return None  # `it is 3 or maybe \\boxed{4}`, `\\boxed{4} (or 3)`
         else:
             answer = content
     elif _mathtext.has_prose(answer):

@@ -41,6 +41,9 @@ MATH_HOLES = [  # (answer, gold): each scored 1.0 before this round
     ("\\big( 3 \\big) 4", "4"), ("\\Bigl( 3 \\Bigr) 4", "4"), ("\\operatorname{3} 4", "4"),
     # a value inside \text / \mathrm beside another value
     ("3 \\text{4}", "3"), ("3 \\mathrm{4}", "3"), ("3 \\text{(4)}", "3"),
+    # words after a box that offer another value (only the sentence before the box was checked)
+    ("I think \\boxed{4}, but it may be 3", "4"), ("\\boxed{4} (or 3)", "4"), ("$\\boxed{4}$, or maybe $3$", "4"),
+    ("So we get \\boxed{4}. Alternatively 3.", "4"), ("\\boxed{4}, though 3 also works", "4"),
     # the same value twice is a list, not an answer
     ("4, 4", "4"),
     # digits of other scripts next to ASCII ones are two values (were dropped, so `٤ 3` was 3)
@@ -57,7 +60,7 @@ STILL_RIGHT = [  # (answer, gold): right answers the allowlist must not refuse
     ("4^\\circ", "4"), ("4 \\,\\text{m}", "4"), ("1,000", "1000"), ("\\boxed{\\boxed{4}}", "4"), ("\\fbox{4}", "4"),
     ("\\max(3, 4)", "4"), ("\\lfloor 4.5 \\rfloor", "4"), ("x \\to 4", "4"), ("4\\%", "4"), ("\\text{4}", "4"),
     ("4 \\quad", "4"), ("\\dfrac{\\pi}{2}", "\\frac{\\pi}{2}"), ("\\theta = 4", "4"), ("3:4", "3:4"),
-    ("\\big( 4 \\big)", "4"), ("\\phantom{3}4", "4"), ("\\hspace{3pt} 4", "4"),  # (the 3s are invisible)
+    ("So we get \\boxed{4} cm^2.", "4"), ("$\\boxed{4}$ after 5 years.", "4"), ("so it is \\boxed{9} \\pmod{11}.", "9"), ("The answer is \\boxed{4}.", "4"), ("\\big( 4 \\big)", "4"), ("\\phantom{3}4", "4"), ("\\hspace{3pt} 4", "4"),  # (the 3s are invisible)
     ("\\overrightarrow{4}", "\\overrightarrow{4}"),  # a command the gold itself uses is allowed
 ]  # fmt: skip
 
