@@ -227,17 +227,7 @@ def start(
             args += ["--ro-bind-data", str(own_fds[-1]), f"{SANDBOX_DIR}/{name}"]
         info_r, info_w = os.pipe()
         own_fds.append(info_w)
-        args += [
-            "--info-fd",
-            str(info_w),
-            "--remount-ro",
-            "/",
-            "--seccomp",
-            str(own_fds[0]),
-            "--",
-            h.python,
-            *python_args,
-        ]
+        args += ["--info-fd", str(info_w), "--remount-ro", "/", "--seccomp", str(own_fds[0]), "--", h.python, *python_args]
         try:
             proc = subprocess.Popen(
                 args, pass_fds=(*pass_fds, *own_fds), env=ENV, cwd="/", start_new_session=True,
