@@ -117,9 +117,17 @@ class RemoteFunction:
         return f"<program function {self._name}>"
 
 
+# Exceptions that drive the iteration protocol: raised into a C iterator (`map`, `filter`,
+# `iter(f, sentinel)`, itertools) they end the iteration silently, so `all(map(check, cases))`
+# would pass with no case checked.  Re-raised as RuntimeError, as PEP 479 does in generators.
+_PROTOCOL_EXCEPTIONS = frozenset({"StopIteration", "StopAsyncIteration"})
+
+
 def _remote_exception(name: object, message: object) -> Exception:
     cls = getattr(builtins, name, None) if isinstance(name, str) else None
     text = message if isinstance(message, str) else ""
+    if name in _PROTOCOL_EXCEPTIONS:
+        return RuntimeError(f"the program raised {name}: {text}")
     if isinstance(cls, type) and issubclass(cls, Exception) and cls.__module__ == "builtins":
         try:
             return cls(text)

@@ -210,20 +210,80 @@ class _RewriteCompare(ast.NodeTransformer):
         return ast.copy_location(call, node)
 
 
+def _top_level_bindings(stmt) -> frozenset:
+    names = set()
+    for node in ast.walk(stmt):
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            names.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.alias):
+            names.add((node.asname or node.name).split(".")[0])
+    return frozenset(names)
+
+
 def compile_tests(source: str) -> list:
-    """(is_setup, line, code) per top-level statement: setup (imports, defs, assignments) or a check."""
+    """(is_setup, line, code, names it binds) per top-level statement: setup or a check."""
     tree = _RewriteCompare().visit(ast.parse(source, "<tests>"))
     out = []
     for stmt in tree.body:
         mod = ast.fix_missing_locations(ast.Module([stmt], []))
-        out.append(
-            (
-                isinstance(stmt, _SETUP),
-                stmt.lineno,
-                compile(mod, "<tests>", "exec", dont_inherit=True, optimize=0),
-            )
-        )
+        code = compile(mod, "<tests>", "exec", dont_inherit=True, optimize=0)
+        out.append((isinstance(stmt, _SETUP), stmt.lineno, code, _top_level_bindings(stmt)))
     return out
+
+
+def protocol_safe_iterators(b: dict) -> None:
+    """The tests' `map`, `filter` and `iter(f, sentinel)` as generators: a StopIteration that the
+    program raises into them becomes RuntimeError (PEP 479) instead of silently ending the loop,
+    so `all(map(check, cases))` cannot pass with no case checked."""
+    _iter, _zip, _bool = iter, zip, bool
+
+    def map_(fn, *iterables):
+        for args in _zip(*iterables):
+            yield fn(*args)
+
+    def filter_(fn, iterable):
+        for x in iterable:
+            if _bool(x) if fn is None else fn(x):
+                yield x
+
+    def calls(fn, sentinel):
+        while (x := fn()) != sentinel:
+            yield x
+
+    def iter_(obj, *sentinel):
+        return calls(obj, sentinel[0]) if sentinel else _iter(obj)
+
+    b.update(map=map_, filter=filter_, iter=iter_)
+
+
+def make_guard(tests_ns: dict, pristine: dict):
+    """check(bound) -> whether the tests' namespace and builtins are as the tests left them.
+
+    An object the tests hand to the program (a lambda, an instance of a class the tests define)
+    leads to the tests' globals (`__globals__`, `__builtins__`: no audit event guards them), where
+    the program could swap the comparator, a builtin or a test helper.  After every statement,
+    every binding the tests made must still be the object they made, else the run is void.  (A
+    program that swaps and restores within one statement is not caught: weak mode is defence in
+    depth; see the module doc.)
+    """
+    _is_same, _items, _get, _len = (lambda a, b: a is b), dict.items, dict.get, len
+    shadow, builtins_shadow = dict(tests_ns), dict(pristine)
+    missing = object()
+
+    def check(bound) -> bool:
+        for name in bound:
+            shadow[name] = _get(tests_ns, name, missing)
+        if _len(pristine) != _len(builtins_shadow):
+            return False
+        for table, snapshot in ((tests_ns, shadow), (pristine, builtins_shadow)):
+            for name, value in _items(snapshot):
+                if not _is_same(_get(table, name, missing), value):
+                    return False
+        return True
+
+    return check
 
 
 def disable_threads() -> None:
@@ -317,6 +377,7 @@ def main(
     cmp, chain = make_cmp()
     builtins_copy = dict(builtins.__dict__)
     builtins_pristine = dict(builtins_copy)  # the program can mutate its own copy
+    protocol_safe_iterators(builtins_pristine)
     try:
         program = compile(spec["program"], "<program>", "exec", dont_inherit=True, optimize=0)
         tests = compile_tests(spec["tests"])
@@ -335,17 +396,22 @@ def main(
     emit(out_fd, {"ev": "program", "ok": True})
     tests_ns = dict(ns)
     tests_ns.update(__builtins__=builtins_pristine, __rlvr_cmp__=cmp, __rlvr_chain__=chain, __name__="tests")
+    intact = make_guard(tests_ns, builtins_pristine)
     passed = total = setup_failed = 0
-    for is_setup, lineno, code in tests:
+    for is_setup, lineno, code, bound in tests:
         total += 0 if is_setup else 1
         try:
             _exec(code, tests_ns)
+            ok = intact(bound)
         except _base as e:
             setup_failed += 1 if is_setup else 0
             emit(out_fd, {"ev": "exc", "phase": "setup" if is_setup else "test", "type": type(e).__name__})
             with contextlib.suppress(_base):
                 print(f"tests line {lineno}: {type(e).__name__}: {e}", file=sys.stderr)
             continue
+        if not ok:
+            emit(out_fd, {"ev": "exc", "phase": "test", "type": "TestsTampered"})
+            os._exit(1)
         passed += 0 if is_setup else 1
     _audit("rlvr.done", passed, total, setup_failed)
     for stream in (out, err):

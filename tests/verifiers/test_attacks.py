@@ -147,3 +147,52 @@ def test_countdown_minus() -> None:
     assert (
         verify_countdown("<answer>\u22123 + 7</answer>", [7, 3], 4) == 0.0
     )  # no unary minus, whatever the glyph
+
+
+# Issue 7b: attacks whose tests are not TESTS (the hole needs a test pattern to exploit).  Each
+# row: (program, tests, honest program that must pass the same tests).
+APPLY_TESTS = "assert apply(lambda x: x + 1, 1) == 2\nassert apply(lambda x: x * 3, 2) == 6\n"
+HONEST_APPLY = "def apply(g, x):\n    return g(x)\n"
+WEAK_APPLY_TESTS = "class Box:\n    def __init__(s, v): s.v = v\nassert get(Box(1)) == 2\nassert get(Box(5)) == 6\n"
+HONEST_GET = "def get(b):\n    return b.v + 1\n"
+PATTERN_ATTACKS = {
+    # StopIteration raised into a C iterator ends it silently: zero cases checked, "passed"
+    "stopiteration_all_map": (
+        "def f(x):\n    raise StopIteration\n", "assert all(map(lambda x: f(x) == 2 * x, [2, 3]))\n", "def f(x):\n    return 2 * x\n",
+    ),
+    "stopiteration_for_map": (
+        "def f(x):\n    raise StopIteration\n", "for r, e in zip(map(f, [2, 3]), [4, 6]):\n    assert r == e\n",
+        "def f(x):\n    return 2 * x\n",
+    ),
+    "stopiteration_iter_sentinel": (
+        "def f():\n    raise StopIteration\n", "for v in iter(f, None):\n    assert v == 1\n    break\nelse:\n    assert False\n",
+        "def f():\n    return 1\n",
+    ),
+    # weak mode: a lambda (or an instance of a test class) leads to the tests' globals and builtins
+    "weak_swap_comparator": (
+        "def apply(g, x):\n    g.__globals__['__rlvr_cmp__'] = lambda *a: True\n    return 0\n", APPLY_TESTS, HONEST_APPLY,
+    ),
+    "weak_swap_builtin": (
+        "def apply(g, x):\n    g.__builtins__['all'] = lambda *a: True\n    return 0\n",
+        "assert apply(lambda x: x, 0) == 0\nassert all([apply(lambda x: x + 1, 1) == 2])\n", HONEST_APPLY,
+    ),
+    "weak_swap_test_helper": (
+        "def get(b):\n    type(b).__init__.__globals__['check'] = lambda *a: None\n    return 0\n",
+        "class Box:\n    def __init__(s, v): s.v = v\ndef check(v):\n    assert v == 6\nassert get(Box(0)) == 0\ncheck(get(Box(5)))\n",
+        "def get(b):\n    return b.v + 1 if b.v else 0\n",
+    ),
+    "weak_stopiteration_map": (
+        "def get(b):\n    raise StopIteration\n", "class Box:\n    def __init__(s, v): s.v = v\n"
+        "assert all(map(lambda b: get(b) == b.v + 1, [Box(1), Box(5)]))\n", HONEST_GET,
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(PATTERN_ATTACKS))
+def test_pattern_attack_does_not_pass(name: str, host_state) -> None:
+    program, tests, honest = PATTERN_ATTACKS[name]
+    r = run_tests(program, tests, timeout_s=5.0)
+    assert not r.passed, r
+    _check_host(host_state, r)
+    good = run_tests(honest, tests, timeout_s=5.0)
+    assert good.passed, good
