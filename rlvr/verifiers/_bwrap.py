@@ -12,8 +12,8 @@ What a sandboxed process gets (each item is named in `ISOLATION`, reported per r
   `site-packages`/`dist-packages` inside it masked by an empty tmpfs), the shared-library
   directories it maps, its ELF loader and the symlinks leading to them.  Nothing else: no /etc,
   /home, /root, /run, host /tmp, /work, datasets, site-packages or the project's files;
-* a fresh /proc for its own pid namespace, a minimal /dev, and a size-capped tmpfs at /tmp as
-  scratch (the cwd) that dies with the mount namespace;
+* a fresh /proc for its own pid namespace, a minimal read-only /dev (a 1 MiB /dev/shm), and a
+  size-capped tmpfs at /tmp as scratch (the cwd) that dies with the mount namespace;
 * `--die-with-parent`, `--new-session` (no TIOCSTI into our terminal), our seccomp filter
   (`_seccomp`), a scrubbed environment; the harness files arrive as read-only data binds.
 
@@ -41,12 +41,13 @@ NOBODY = 65534
 SANDBOX_DIR = "/sandbox"  # read-only, holds the harness files
 SCRATCH = "/tmp"
 SCRATCH_BYTES = 64 << 20
+DEV_SHM_BYTES = 1 << 20
 KILL_WAIT_S = 5.0  # how long a killed sandbox may take to disappear before it is an integrity error
 INFO_WAIT_S = 30.0  # how long bwrap may take to report its pid namespace (`--info-fd`)
 ISOLATION = (
     "bwrap", "userns", "pidns", "netns", "ipcns", "utsns", "cgroupns", "mountns", "no_nested_userns",
     "cap_drop_all", "ro_minimal_root", "tmpfs_scratch", "seccomp", "die_with_parent",
-    "new_session", "env_scrubbed",
+    "new_session", "env_scrubbed", "no_new_processes", "ro_dev",
 )  # fmt: skip
 ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "HOME": SCRATCH, "TMPDIR": SCRATCH}
 _PROBE = r"""
@@ -204,20 +205,25 @@ def start(
     extra_ro_binds: tuple[str, ...] = (),
     scratch_bytes: int = SCRATCH_BYTES,
     proc_fs: bool = True,
+    allow_processes: bool = False,
     **popen_kw,
 ) -> subprocess.Popen:
     """Popen of `python python_args` in a fresh sandbox; `files` appear read-only in /sandbox.
 
-    `proc_fs=False` mounts no /proc at all (the weak mode).  `extra_ro_binds` exists for tests (bind a host file in and show it stays unreadable).
+    `proc_fs=False` mounts no /proc at all (the weak mode).  `extra_ro_binds` exists for tests (bind a host file in and show it stays unreadable),
+    as does `allow_processes` (a filter that lets the program fork, to test the cleanup of leftovers).
+    /dev is read-only but for a `DEV_SHM_BYTES` tmpfs at /dev/shm: bwrap's /dev is a tmpfs without a size
+    limit, where 1 MB files (RLIMIT_FSIZE) added up to any amount of the host's memory.
     """
     from rlvr.verifiers._seccomp import bpf_fd
 
-    own_fds = [bpf_fd()]
+    own_fds = [bpf_fd(allow_processes)]
     try:
         args = [
             h.bwrap, "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent",
             "--new-session", "--cap-drop", "ALL", "--hostname", "sandbox", *h.root_args,
-            *(["--proc", "/proc"] if proc_fs else []), "--dev", "/dev", "--size", str(scratch_bytes), "--tmpfs", SCRATCH,
+            *(["--proc", "/proc"] if proc_fs else []), "--dev", "/dev", "--size", str(DEV_SHM_BYTES), "--tmpfs",
+            "/dev/shm", "--remount-ro", "/dev", "--size", str(scratch_bytes), "--tmpfs", SCRATCH,
             "--chdir", SCRATCH, "--dir", SANDBOX_DIR,
         ]  # fmt: skip
         for path in extra_ro_binds:

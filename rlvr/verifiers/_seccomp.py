@@ -8,6 +8,14 @@ API), `clone` with any namespace flag, keyrings, `bpf`, `perf_event_open`, `user
 `io_uring_*` (its operations bypass seccomp), module and kexec loading, `reboot`, swap, quotas,
 `acct`, file handles (`open_by_handle_at` walks out of any mount), clock setting, `syslog`,
 `personality`, port I/O and the terminal-injection ioctls (`TIOCSTI`, `TIOCLINUX`).
+
+No new processes: `fork`, `vfork` and a `clone` without `CLONE_THREAD` answer EPERM (threads,
+which share one address space, still work).  So the program is one address space, and
+RLIMIT_AS is the run's whole memory, not a per-process cap that 64 forks multiply by 64 (4 forks
+held 1.2 GB under `memory_mb=512`); no daemon, zombie or fork bomb can exist.  Memory that
+RLIMIT_AS does not see is denied too: System V shared memory, message queues and semaphores
+(`shmget` segments outlive `shmdt`: 300 MB were held outside the limit) and POSIX message
+queues.  (`_bwrap` makes /dev read-only with a 1 MiB /dev/shm for the same reason.)
 `clone3` answers ENOSYS, as in Docker and Flatpak: its flags sit in memory a filter cannot read,
 and libc then falls back to `clone`, which is checked.  Syscalls of a foreign ABI (x32, i386 via
 `int 0x80`) kill the process (libseccomp's bad-arch default).
@@ -33,17 +41,21 @@ DENIED = (
     "open_by_handle_at", "name_to_handle_at", "fanotify_init", "lookup_dcookie", "nfsservctl",
     "settimeofday", "clock_settime", "clock_adjtime", "adjtimex", "syslog", "personality",
     "iopl", "ioperm", "vhangup", "uselib",
+    "shmget", "shmat", "shmctl", "shmdt", "msgget", "msgsnd", "msgrcv", "msgctl",
+    "semget", "semop", "semtimedop", "semctl", "mq_open",
 )  # fmt: skip
+PROCESS_CREATION = ("fork", "vfork")
+CLONE_THREAD = 0x00010000
 CLONE_NAMESPACE_FLAGS = 0x7E020000  # NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET
 _TIOCSTI, _TIOCLINUX = 0x5412, 0x541C
 
 
-def _build_filter():
+def _build_filter(processes: bool):
     import pyseccomp as sc
 
     f = sc.SyscallFilter(defaction=sc.ALLOW)
     eperm = sc.ERRNO(errno.EPERM)
-    for name in DENIED:
+    for name in DENIED + (() if processes else PROCESS_CREATION):
         try:
             f.add_rule(eperm, name)
         except (OSError, ValueError, RuntimeError):
@@ -53,24 +65,29 @@ def _build_filter():
         flag = 1 << bit
         if CLONE_NAMESPACE_FLAGS & flag:
             f.add_rule(eperm, "clone", sc.Arg(0, sc.MASKED_EQ, flag, flag))
+    if not processes:  # a clone that is not a thread is a new process
+        f.add_rule(eperm, "clone", sc.Arg(0, sc.MASKED_EQ, CLONE_THREAD, 0))
     for request in (_TIOCSTI, _TIOCLINUX):
         f.add_rule(eperm, "ioctl", sc.Arg(1, sc.MASKED_EQ, 0xFFFFFFFF, request))
     return f
 
 
 @functools.cache
-def bpf_program() -> bytes:
-    """The compiled filter (raises ImportError without pyseccomp, OSError if libseccomp fails)."""
-    f = _build_filter()
+def bpf_program(processes: bool = False) -> bytes:
+    """The compiled filter (raises ImportError without pyseccomp, OSError if libseccomp fails).
+
+    `processes=True` lets the program fork (only for tests of the leftover-process cleanup).
+    """
+    f = _build_filter(processes)
     with tempfile.TemporaryFile() as out:
         f.export_bpf(out)
         out.seek(0)
         return out.read()
 
 
-def bpf_fd() -> int:
+def bpf_fd(processes: bool = False) -> int:
     """A fresh read-only-positioned fd holding the filter, for one `bwrap --seccomp FD`."""
-    data = bpf_program()
+    data = bpf_program(processes)
     fd = os.memfd_create("rlvr-seccomp", os.MFD_CLOEXEC)
     os.write(fd, data)
     os.lseek(fd, 0, os.SEEK_SET)

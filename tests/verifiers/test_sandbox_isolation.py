@@ -109,6 +109,34 @@ def test_seccomp_blocks_syscalls(call: str, errno_name: str) -> None:
     assert out.stdout.split() == ["-1", errno_name], out
 
 
+MEMORY_OUTSIDE_RLIMIT_AS = {
+    # each was a way to hold more memory than `memory_mb` (4 forks x 300 MB; 300 MB of 1 MB files
+    # in /dev/shm or /dev, bwrap's unsized tmpfs; 300 MB of System V segments after shmdt)
+    "fork": ("import os\ntry:\n    os.fork()\n    print('forked')\nexcept PermissionError:\n    print('refused')\n", "refused"),
+    "spawn": (
+        "import subprocess, sys\ntry:\n    subprocess.run([sys.executable, '-c', 'pass'])\n    print('spawned')\n"
+        "except PermissionError:\n    print('refused')\n", "refused",
+    ),
+    "dev_shm_capped": (
+        "n = 0\ntry:\n    with open('/dev/shm/x', 'wb') as f:\n        for _ in range(64):\n            n += f.write(b'x' * 65536)\n"
+        "            f.flush()\nexcept OSError:\n    pass\nprint(n <= 1 << 20)\n", "True",
+    ),
+    "dev_read_only": ("try:\n    open('/dev/x', 'w')\n    print('written')\nexcept OSError:\n    print('read-only')\n", "read-only"),
+    "sysv_shm": (
+        "import ctypes, errno\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+        "print(libc.shmget(0, 1 << 20, 0o1600), errno.errorcode.get(ctypes.get_errno()))\n", "-1 EPERM",
+    ),
+    "threads_still_work": ("import threading\nt = threading.Thread(target=print, args=('thread',))\nt.start()\nt.join()\n", "thread"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(MEMORY_OUTSIDE_RLIMIT_AS))
+def test_no_memory_outside_the_address_space_limit(name: str) -> None:
+    program, expected = MEMORY_OUTSIDE_RLIMIT_AS[name]
+    out = inside(program)
+    assert out.stdout.strip() == expected, out
+
+
 def test_no_network_at_all() -> None:
     out = inside(
         "import socket\nprint(sorted(n for _, n in socket.if_nameindex()))\n"
@@ -159,11 +187,12 @@ def test_parent_environment_is_unreadable(monkeypatch: pytest.MonkeyPatch) -> No
 def test_nothing_of_a_sandbox_survives_the_run() -> None:
     token = uuid.uuid4().hex
     program = (
-        "import os\ndef f():\n    if os.fork() == 0:\n        os.setsid()\n        if os.fork() == 0:\n"
+        "import os\ndef f():\n    try:\n        pid = os.fork()\n    except PermissionError:\n        pid = -1\n"
+        "    if pid == 0:\n        os.setsid()\n        if os.fork() == 0:\n"
         f"            {_sleeper(token)}\n"
-        "        os._exit(0)\n    open('/tmp/left-behind', 'w').write('x')\n    return 1\n"
+        "        os._exit(0)\n    open('/tmp/left-behind', 'w').write('x')\n    return pid\n"
     )
-    r = run_tests(program, "assert f() == 1")
+    r = run_tests(program, "assert f() == -1")  # no new processes at all (seccomp)
     assert r.passed, r
     for pid in filter(str.isdigit, os.listdir("/proc")):
         assert token.encode() not in _cmdline(pid), f"daemon {pid} outlived its sandbox"
@@ -179,14 +208,16 @@ def test_a_daemon_that_left_the_group_is_found_and_killed_through_the_pid_namesp
         f"        {_sleeper(token)}\n"
         "    os._exit(0)\ntime.sleep(60)\n"
     )
-    proc = _bwrap.start(_bwrap.host(), ["-I", "-S", "-c", daemon], {})
+    # run_tests' filter refuses new processes; this one lets the program fork, to test the cleanup
+    proc = _bwrap.start(_bwrap.host(), ["-I", "-S", "-c", daemon], {}, allow_processes=True)
     try:
         inode = proc.rlvr_pid_namespace
         deadline, members = time.monotonic() + 10, []
-        while time.monotonic() < deadline and not any(token.encode() in c for c in members):
+        while time.monotonic() < deadline and not any(c.endswith(token.encode() + b"\0") for c in members):
             time.sleep(0.02)
             members = [_cmdline(pid) for pid in _pids_in_namespace(inode)]
-        assert any(token.encode() in c for c in members), members  # the daemon, seen in the namespace
+        # the daemon (its argv ends with the token; the parent's -c source only contains it)
+        assert any(c.endswith(token.encode() + b"\0") for c in members), members
         assert _bwrap._kill_namespace(inode)  # nothing else kills it here: no killpg, init still alive
         assert proc.wait(timeout=10) is not None  # init killed too: bwrap exits
         deadline = time.monotonic() + 5
