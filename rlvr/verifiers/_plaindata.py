@@ -13,6 +13,13 @@ parent from builtin constructors only.
 Wire form: `[tag, payload]`; ints in hex (exact, and free of the str->int digit limit), floats
 as `float.hex` (exact, nan/inf included).  `MAX_ITEMS` values, `MAX_DEPTH` levels, `MAX_CHARS` of
 string/bytes payload and `MAX_INT_BITS` per int bound the work on both sides.
+
+Hash flooding: ints hash deterministically (every multiple of 2**61 - 1 hashes to 0), and so do
+floats, tuples and frozensets of them, so a program can return a *list* of 10**5 distinct values
+with one hash, cheap to build, that makes `set(f(x))` in the parent's tests (or the decoding of a
+set or dict) quadratic: minutes of the trainer's time.  `decode` refuses a value with more than
+`MAX_SAME_HASH` distinct hashable items of one hash (honest data essentially never has two), before
+it builds any set or dict.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ MAX_DEPTH = 64
 MAX_ITEMS = 1_000_000
 MAX_CHARS = 16 << 20
 MAX_INT_BITS = 1 << 20
+MAX_SAME_HASH = 8
+_HASHED = frozenset({int, float, complex, str, bytes, tuple, frozenset})
 
 
 class Unencodable(Exception):
@@ -35,10 +44,24 @@ _BASES = (int, float, str, bytes, list, tuple, dict, set, frozenset, deque)
 
 
 class _Budget:
-    __slots__ = ("chars", "items")
+    __slots__ = ("chars", "hashes", "items")
 
     def __init__(self) -> None:
         self.items, self.chars = MAX_ITEMS, MAX_CHARS
+        self.hashes: dict[int, list] = {}  # hash -> its distinct values seen so far (a few at most)
+
+    def note(self, x):
+        """`x`, after counting it against the distinct values that share its hash."""
+        if type(x) in _HASHED:
+            try:
+                same = self.hashes.setdefault(hash(x), [])
+            except TypeError:  # a tuple holding a list
+                return x
+            if not any(x is y or x == y for y in same):
+                if len(same) >= MAX_SAME_HASH:
+                    raise Unencodable("too many distinct values with one hash (hash flooding)")
+                same.append(x)
+        return x
 
     def take(self, chars: int = 0) -> None:
         self.items -= 1
@@ -104,29 +127,30 @@ def decode(obj, _depth: int = 0, _budget: _Budget | None = None):
             return args[0]
         if tag == "i" and len(args) == 1 and type(args[0]) is str and len(args[0]) <= MAX_INT_BITS // 4 + 1:
             budget.take(len(args[0]))
-            return int(args[0], 16)
+            return budget.note(int(args[0], 16))
         if tag == "f" and len(args) == 1 and type(args[0]) is str and len(args[0]) < 64:
             budget.take()
-            return float.fromhex(args[0])
+            return budget.note(float.fromhex(args[0]))
         if tag == "c" and len(args) == 2 and all(type(a) is str and len(a) < 64 for a in args):
             budget.take()
-            return complex(float.fromhex(args[0]), float.fromhex(args[1]))
+            return budget.note(complex(float.fromhex(args[0]), float.fromhex(args[1])))
         if tag == "s" and len(args) == 1 and type(args[0]) is str:
             budget.take(len(args[0]))
-            return args[0]
+            return budget.note(args[0])
         if tag == "y" and len(args) == 1 and type(args[0]) is str:
             budget.take(len(args[0]))
-            return bytes.fromhex(args[0])
+            return budget.note(bytes.fromhex(args[0]))
         if tag in _SEQ_BACK and len(args) == 1 and type(args[0]) is list:
             budget.take()
-            return _SEQ_BACK[tag](decode(e, _depth + 1, budget) for e in args[0])
+            return budget.note(_SEQ_BACK[tag]([decode(e, _depth + 1, budget) for e in args[0]]))
         if tag == "d" and len(args) == 1 and type(args[0]) is list:
             budget.take()
             out = {}
             for pair in args[0]:
                 if type(pair) is not list or len(pair) != 2:
                     raise Unencodable("malformed dict item")
-                out[decode(pair[0], _depth + 1, budget)] = decode(pair[1], _depth + 1, budget)
+                key, value = decode(pair[0], _depth + 1, budget), decode(pair[1], _depth + 1, budget)
+                out[key] = value
             return out
     except (ValueError, TypeError, OverflowError) as exc:  # bad hex, unhashable set element or key
         raise Unencodable(f"malformed plain data: {exc}") from None

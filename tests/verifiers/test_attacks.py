@@ -196,3 +196,19 @@ def test_pattern_attack_does_not_pass(name: str, host_state) -> None:
     _check_host(host_state, r)
     good = run_tests(honest, tests, timeout_s=5.0)
     assert good.passed, good
+
+
+FLOOD = "M = (1 << 61) - 1\ndef f(n):\n    return [k * M for k in range(n)]\n"  # every item hashes to 0
+
+
+@pytest.mark.parametrize(
+    "tests", ["assert set(f(N)) == {0}\n", "assert len(dict.fromkeys(f(N))) == 1\n"]
+)
+def test_hash_flooding_cannot_stall_the_parent(tests: str) -> None:
+    # the list costs the sandbox O(n); a set of it costs the parent O(n^2): 200k items were minutes
+    start = time.monotonic()
+    r = run_tests(FLOOD, tests.replace("N", "200_000"), timeout_s=5.0)
+    assert not r.passed and r.status == "failed", r
+    assert time.monotonic() - start < 8.0
+    honest = run_tests("def f(n):\n    return [0] * n\n", tests.replace("N", "200_000"), timeout_s=5.0)
+    assert honest.passed, honest  # equal values share a hash honestly: not flooding
