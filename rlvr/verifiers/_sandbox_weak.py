@@ -23,38 +23,17 @@ Stdlib only; loaded by `_sandbox_child` from the same read-only directory.
 import ast
 import sys
 
-_SETUP = (
-    ast.Import,
-    ast.ImportFrom,
-    ast.FunctionDef,
-    ast.AsyncFunctionDef,
-    ast.ClassDef,
-    ast.Assign,
-    ast.AnnAssign,
-)
+_SETUP = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Assign, ast.AnnAssign)
 _DENY_EVENTS = frozenset(
     """os.fork os.forkpty os.system os.exec os.posix_spawn os.spawn subprocess.Popen os.kill os.killpg
     signal.pthread_kill sys._current_frames sys._current_exceptions sys.settrace sys.setprofile
     sys.addaudithook gc.get_objects gc.get_referrers gc.get_referents code.__new__ function.__new__
     socket.connect socket.bind socket.sendto socket.sendmsg os.chdir sys.setrecursionlimit""".split()  # noqa: SIM905
 )
-_DENY_IMPORTS = frozenset(
-    (
-        "_thread",
-        "ctypes",
-        "_ctypes",
-        "_posixsubprocess",
-        "signal",
-        "_signal",
-        "faulthandler",
-        "gc",
-        "_testcapi",
-        "_testinternalcapi",
-        "_xxsubinterpreters",
-        "_lsprof",
-        "resource",
-    )
-)
+_DENY_IMPORTS = frozenset((
+    "_thread", "ctypes", "_ctypes", "_posixsubprocess", "signal", "_signal", "faulthandler", "gc", "_testcapi",
+    "_testinternalcapi", "_xxsubinterpreters", "_lsprof", "resource",
+))  # fmt: skip
 _FRAME_ATTRS = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame"})
 
 
@@ -67,16 +46,7 @@ def make_cmp():
     """
     import collections
 
-    _type, _len, _range, _issub, _bool, _list, _tuple, _dict = (
-        type,
-        len,
-        range,
-        issubclass,
-        bool,
-        list,
-        tuple,
-        dict,
-    )
+    _type, _len, _range, _issub, _bool, _list, _tuple, _dict = type, len, range, issubclass, bool, list, tuple, dict
     _any, _all, _zip, _frozenset = any, all, zip, frozenset
     _getattr_t, _AE, _exact = (
         type.__getattribute__,

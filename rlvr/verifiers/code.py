@@ -7,8 +7,9 @@ that outlives its run raises `SandboxIntegrityError`, which is never model text'
 
 Isolation is the OS's (`_bwrap`): bubblewrap with new user/pid/net/ipc/uts/cgroup/mount
 namespaces, an unprivileged host uid, no capabilities, a minimal read-only root (interpreter and
-stdlib only), a fresh /proc, a tmpfs scratch, a seccomp filter (`_seccomp`), rlimits (CPU, address
-space, processes, file size, open files) and a wall-clock deadline.  Where bwrap cannot run,
+stdlib only), a fresh /proc, a read-only /dev, a tmpfs scratch, a seccomp filter (`_seccomp`: among
+others no new processes, so the address-space limit is the run's whole memory), rlimits (CPU,
+address space, processes, file size, open files) and a wall-clock deadline.  Where bwrap cannot run,
 `run_tests` refuses (status "sandbox_unavailable") unless the caller passes
 `allow_unsafe_no_sandbox=True`; `CodeResult.isolation` lists the layers that were in force.
 
