@@ -23,6 +23,8 @@ Stdlib only; loaded by `_sandbox_child` from the same read-only directory.
 import ast
 import sys
 
+import _weak_guard
+
 _SETUP = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Assign, ast.AnnAssign)
 _DENY_EVENTS = frozenset(
     """os.fork os.forkpty os.system os.exec os.posix_spawn os.spawn subprocess.Popen os.kill os.killpg
@@ -35,6 +37,7 @@ _DENY_IMPORTS = frozenset((
     "_testinternalcapi", "_xxsubinterpreters", "_lsprof", "resource",
 ))  # fmt: skip
 _FRAME_ATTRS = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame"})
+_CODE_ATTRS = frozenset({"__code__", "__defaults__", "__kwdefaults__", "gi_code", "cr_code", "ag_code"})
 
 
 def make_cmp():
@@ -162,98 +165,34 @@ def make_cmp():
 
 
 class _RewriteCompare(ast.NodeTransformer):
-    """`a == b` -> `__rlvr_cmp__("Eq", a, b)`; chains -> `__rlvr_chain__(a, ops, (lambda: b, ...))`."""
+    """`a == b` -> `CMP("Eq", a, b)`; chains -> `CHAIN(a, ops, (lambda: b, ...))` (`_weak_guard` markers)."""
 
     def visit_Compare(self, node: ast.Compare) -> ast.AST:
         self.generic_visit(node)
         ops = [ast.Constant(type(op).__name__) for op in node.ops]
         if len(node.ops) == 1:
-            call = ast.Call(
-                ast.Name("__rlvr_cmp__", ast.Load()), [ops[0], node.left, node.comparators[0]], []
-            )
+            call = ast.Call(ast.Constant(_weak_guard.CMP), [ops[0], node.left, node.comparators[0]], [])
         else:
             no_args = ast.arguments(posonlyargs=[], args=[], kwonlyargs=[], kw_defaults=[], defaults=[])
             thunks = ast.Tuple([ast.Lambda(no_args, c) for c in node.comparators], ast.Load())
-            call = ast.Call(
-                ast.Name("__rlvr_chain__", ast.Load()), [node.left, ast.Tuple(ops, ast.Load()), thunks], []
-            )
+            call = ast.Call(ast.Constant(_weak_guard.CHAIN), [node.left, ast.Tuple(ops, ast.Load()), thunks], [])
         return ast.copy_location(call, node)
 
 
-def _top_level_bindings(stmt) -> frozenset:
-    names = set()
-    for node in ast.walk(stmt):
-        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
-            names.add(node.id)
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            names.add(node.name)
-        elif isinstance(node, ast.alias):
-            names.add((node.asname or node.name).split(".")[0])
-    return frozenset(names)
+def compile_tests(source: str) -> tuple[list, frozenset, frozenset]:
+    """([(is_setup, line, code, names it binds)] per top-level statement, names read, names rebound
+    by `global`).  The code holds `_weak_guard`'s marker constants until `bind_constants`."""
+    import warnings
 
-
-def compile_tests(source: str) -> list:
-    """(is_setup, line, code, names it binds) per top-level statement: setup or a check."""
-    tree = _RewriteCompare().visit(ast.parse(source, "<tests>"))
+    tree = _weak_guard.RewriteCalls().visit(_RewriteCompare().visit(ast.parse(source, "<tests>")))
     out = []
-    for stmt in tree.body:
-        mod = ast.fix_missing_locations(ast.Module([stmt], []))
-        code = compile(mod, "<tests>", "exec", dont_inherit=True, optimize=0)
-        out.append((isinstance(stmt, _SETUP), stmt.lineno, code, _top_level_bindings(stmt)))
-    return out
-
-
-def protocol_safe_iterators(b: dict) -> None:
-    """The tests' `map`, `filter` and `iter(f, sentinel)` as generators: a StopIteration that the
-    program raises into them becomes RuntimeError (PEP 479) instead of silently ending the loop,
-    so `all(map(check, cases))` cannot pass with no case checked."""
-    _iter, _zip, _bool = iter, zip, bool
-
-    def map_(fn, *iterables):
-        for args in _zip(*iterables):
-            yield fn(*args)
-
-    def filter_(fn, iterable):
-        for x in iterable:
-            if _bool(x) if fn is None else fn(x):
-                yield x
-
-    def calls(fn, sentinel):
-        while (x := fn()) != sentinel:
-            yield x
-
-    def iter_(obj, *sentinel):
-        return calls(obj, sentinel[0]) if sentinel else _iter(obj)
-
-    b.update(map=map_, filter=filter_, iter=iter_)
-
-
-def make_guard(tests_ns: dict, pristine: dict):
-    """check(bound) -> whether the tests' namespace and builtins are as the tests left them.
-
-    An object the tests hand to the program (a lambda, an instance of a class the tests define)
-    leads to the tests' globals (`__globals__`, `__builtins__`: no audit event guards them), where
-    the program could swap the comparator, a builtin or a test helper.  After every statement,
-    every binding the tests made must still be the object they made, else the run is void.  (A
-    program that swaps and restores within one statement is not caught: weak mode is defence in
-    depth; see the module doc.)
-    """
-    _is_same, _items, _get, _len = (lambda a, b: a is b), dict.items, dict.get, len
-    shadow, builtins_shadow = dict(tests_ns), dict(pristine)
-    missing = object()
-
-    def check(bound) -> bool:
-        for name in bound:
-            shadow[name] = _get(tests_ns, name, missing)
-        if _len(pristine) != _len(builtins_shadow):
-            return False
-        for table, snapshot in ((tests_ns, shadow), (pristine, builtins_shadow)):
-            for name, value in _items(snapshot):
-                if not _is_same(_get(table, name, missing), value):
-                    return False
-        return True
-
-    return check
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "'str' object is not callable": the markers
+        for stmt in tree.body:
+            mod = ast.fix_missing_locations(ast.Module([stmt], []))
+            code = compile(mod, "<tests>", "exec", dont_inherit=True, optimize=0)
+            out.append((isinstance(stmt, _SETUP), stmt.lineno, code, _weak_guard.top_level_bindings(stmt)))
+    return (out, *_weak_guard.names_read_and_rebound(tree))
 
 
 def disable_threads() -> None:
@@ -279,7 +218,7 @@ def disable_threads() -> None:
     ext.cache_from_source = no_cache
 
 
-def install_hook(nonce: str, out_fd: int, write) -> None:
+def install_hook(nonce: str, out_fd: int, write, protected: tuple) -> None:
     """Arm the audit hook (PEP 578): it denies introspection/escape events and owns the nonce.
 
     The nonce lives only in this closure.  The pass line is written when
@@ -290,6 +229,7 @@ def install_hook(nonce: str, out_fd: int, write) -> None:
     type_, str_, int_, tuple_ = type, str, int, tuple
     startswith, dumps = str.startswith, __import__("json").dumps
     deny_events, deny_imports, frame_attrs = _DENY_EVENTS, _DENY_IMPORTS, _FRAME_ATTRS
+    code_attrs, function_, globals_of = _CODE_ATTRS, type(install_hook), type(install_hook).__globals__.__get__
     perm, value_error = PermissionError, ValueError
     state = {"done": False, "busy": False}
 
@@ -330,6 +270,11 @@ def install_hook(nonce: str, out_fd: int, write) -> None:
         elif event == "object.__getattr__":
             if type_(args[1]) is not str_ or args[1] in frame_attrs:
                 raise perm("sandbox: frame introspection is not allowed")
+            if args[1] in code_attrs:  # the tests' and harness's code objects hold the comparator
+                owner = globals_of(args[0]) if type_(args[0]) is function_ else None
+                for g in protected:
+                    if owner is None or owner is g:
+                        raise perm("sandbox: the tests' functions cannot be inspected")
         elif event in ("marshal.loads", "marshal.load"):
             raise perm("sandbox: marshal (crafted code objects) is not allowed")
 
@@ -344,47 +289,57 @@ def main(
     import contextlib
     import os
 
+    _exit = os._exit  # the program can rebind os._exit
     cmp, chain = make_cmp()
     builtins_copy = dict(builtins.__dict__)
     builtins_pristine = dict(builtins_copy)  # the program can mutate its own copy
-    protocol_safe_iterators(builtins_pristine)
+    _weak_guard.protocol_safe_iterators(builtins_pristine)
     try:
         program = compile(spec["program"], "<program>", "exec", dont_inherit=True, optimize=0)
-        tests = compile_tests(spec["tests"])
+        tests, read, rebound = compile_tests(spec["tests"])
     except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
         emit(out_fd, {"ev": "program", "ok": False, "exc": type(e).__name__})
-        os._exit(1)
+        _exit(1)
     ns = {"__name__": "solution", "__builtins__": builtins_copy}
+    tests_ns: dict = {}
+
+    def void() -> None:
+        emit(out_fd, {"ev": "exc", "phase": "test", "type": "TestsTampered"})
+        _exit(1)
+
+    guard = _weak_guard.Guard(tests_ns, builtins_pristine, read, rebound, void)
+    table = guard.constants(cmp, chain)  # bound now: the hook denies `code.replace` (code.__new__)
+    tests = [(s, line, _weak_guard.bind_constants(code, table), bound) for s, line, code, bound in tests]
     nonce = spec.pop("nonce")
     spec.clear()
     out, err = sys.stdout, sys.stderr
     disable_threads()
-    install_hook(nonce, out_fd, os.write)
+    harness = (tests_ns, globals(), vars(_weak_guard), vars(sys.modules["__main__"]))
+    install_hook(nonce, out_fd, os.write, harness)
     del nonce
     if not run_program(program, ns, out_fd):
-        os._exit(1)
+        _exit(1)
     emit(out_fd, {"ev": "program", "ok": True})
-    tests_ns = dict(ns)
-    tests_ns.update(__builtins__=builtins_pristine, __rlvr_cmp__=cmp, __rlvr_chain__=chain, __name__="tests")
-    intact = make_guard(tests_ns, builtins_pristine)
+    tests_ns.update(ns)
+    tests_ns.update(__builtins__=builtins_pristine, __name__="tests")
+    guard.arm()
     passed = total = setup_failed = 0
     for is_setup, lineno, code, bound in tests:
         total += 0 if is_setup else 1
         try:
+            guard.statement(bound)
             _exec(code, tests_ns)
-            ok = intact(bound)
+            guard.end_statement()
         except _base as e:
+            guard.end_statement()
             setup_failed += 1 if is_setup else 0
             emit(out_fd, {"ev": "exc", "phase": "setup" if is_setup else "test", "type": type(e).__name__})
             with contextlib.suppress(_base):
                 print(f"tests line {lineno}: {type(e).__name__}: {e}", file=sys.stderr)
             continue
-        if not ok:
-            emit(out_fd, {"ev": "exc", "phase": "test", "type": "TestsTampered"})
-            os._exit(1)
         passed += 0 if is_setup else 1
     _audit("rlvr.done", passed, total, setup_failed)
     for stream in (out, err):
         with contextlib.suppress(_base):
             stream.flush()
-    os._exit(0)
+    _exit(0)

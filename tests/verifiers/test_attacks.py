@@ -212,3 +212,55 @@ def test_hash_flooding_cannot_stall_the_parent(tests: str) -> None:
     assert time.monotonic() - start < 8.0
     honest = run_tests("def f(n):\n    return [0] * n\n", tests.replace("N", "200_000"), timeout_s=5.0)
     assert honest.passed, honest  # equal values share a hash honestly: not flooding
+
+
+SWAP_AND_RESTORE = (
+    "state = {}\ndef apply(g, x):\n    G = g.__globals__\n    if 'orig' not in state:\n        state['orig'] = G.get('__rlvr_cmp__')\n"
+    "        def fake(*a):\n            G['__rlvr_cmp__'] = state['orig']\n            return True\n        state['fake'] = fake\n"
+    "    G['__rlvr_cmp__'] = state['fake']\n    return g(x) if x == 1 else 0\n"
+)
+CHECK_TESTS = (
+    "def check(candidate):\n    assert candidate(lambda x: x + 1, 1) == 2\n    assert candidate(lambda x: x * 3, 2) == 6\n"
+    "    assert candidate(lambda x: x - 1, 2) == 1\ncheck(apply)\n"
+)
+WEAK_GUARD_ATTACKS = {
+    # the harness's own exit, rebound so that a void run carries on
+    "rebind_os_exit": "import os\nos._exit = lambda *a: None\ndef apply(g, x):\n    g.__globals__['__rlvr_cmp__'] = lambda *a: True\n"
+    "    return g(x) if x == 1 else 0\n",
+    # swap the comparator and undo the swap from inside the fake, within one check() statement
+    "swap_and_restore_comparator": SWAP_AND_RESTORE,
+    # read the tests' constants (the expected values) and code through a lambda they passed
+    "read_test_code": "def apply(g, x):\n    return g.__code__.co_consts[-1] if x == 2 else g(x)\n",
+    "read_test_defaults": "def apply(g, x):\n    g.__defaults__\n    return g(x) if x == 1 else 0\n",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(WEAK_GUARD_ATTACKS))
+def test_weak_mode_tests_objects_cannot_be_turned(name: str, host_state) -> None:
+    r = run_tests(WEAK_GUARD_ATTACKS[name], CHECK_TESTS, timeout_s=5.0)
+    assert not r.passed, r
+    assert r.guarantee == "in_sandbox_judge", r
+    _check_host(host_state, r)
+    honest = run_tests(HONEST_APPLY, CHECK_TESTS, timeout_s=5.0)
+    assert honest.passed, honest
+
+
+def test_weak_mode_guard_keeps_test_semantics() -> None:
+    # the tests' own globals (rebound by a `global` statement, loop variables), super(), builtins
+    tests = (
+        "count = 0\ndef bump():\n    global count\n    count += 1\n    return count\n"
+        "class Base:\n    def who(self): return 'base'\nclass Kid(Base):\n    def who(self): return super().who() + '!'\n"
+        "for i in range(200):\n    assert apply(lambda x: x + i, 0) == i\n    bump()\n"
+        "assert count == 200 and Kid().who() == 'base!'\nassert sorted(map(lambda x: apply(abs, x), [-2, 1])) == [1, 2]\n"
+    )
+    r = run_tests(HONEST_APPLY, tests, timeout_s=5.0)
+    assert r.passed and r.guarantee == "in_sandbox_judge", r
+
+
+@pytest.mark.xfail(strict=True, reason="open: weak mode cannot hide the tests' globals from a test-owned lambda")
+def test_weak_mode_program_cannot_read_the_tests_globals() -> None:
+    # `__globals__` raises no audit event in CPython 3.11, so a lambda the tests pass leads to
+    # their expected values; the fix is to keep such tests out of the weak mode (see the report)
+    program = "def apply(g, x):\n    for args, want in g.__globals__['CASES']:\n        if args[1] == x:\n            return want\n"
+    tests = "CASES = [((lambda x: x + 1, 1), 2), ((lambda x: x * 3, 2), 6)]\nfor args, want in CASES:\n    assert apply(*args) == want\n"
+    assert not run_tests(program, tests, timeout_s=5.0).passed
