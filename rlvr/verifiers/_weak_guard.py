@@ -14,9 +14,14 @@ where it could swap the comparator, a builtin such as `all`, or a helper such as
 * `map`, `filter` and `iter(f, sentinel)` are generators (PEP 479: a StopIteration the program
   raises into them is a RuntimeError, not a silent end of the loop).
 
-Known limit (defence in depth, not a boundary): a swap made and undone by program code that runs
-implicitly (`__getattr__`, `__iter__`, ...) between a name's lookup and the call that uses it, or
-through a test function's closure cells, is not seen.
+* a function of the tests (or a bound method of one) passed to a program function, alone or in
+  a list or tuple, arrives as an opaque proxy that does not lead to its globals (`opaque`).
+
+Known limits (defence in depth, not a boundary): an instance of a class the tests define still
+leads to their globals (`type(obj).__init__.__globals__`), so the program can read them there;
+a swap made and undone by program code that runs implicitly (`__getattr__`, `__iter__`, ...)
+between a name's lookup and the call that uses it is not seen; a proxy cannot be re-entered
+(a test lambda that calls the program that calls the lambda again fails).
 """
 
 import ast
@@ -118,14 +123,54 @@ class Guard:
                 self._void()
 
     def constants(self, cmp, chain) -> dict:
-        check = self.check
+        check, tests_ns, function, method = self.check, self._ns, types.FunctionType, types.MethodType
+        globals_of, func_of, _type, _next, _isinstance = function.__globals__.__get__, method.__func__.__get__, type, next, isinstance
+
+        def owned(x) -> bool:
+            t = _type(x)
+            return (t is function and globals_of(x) is tests_ns) or (t is method and owned(func_of(x)))
+
+        def hide(x):
+            if owned(x):
+                return opaque(x)
+            if _type(x) in (list, tuple) and any(owned(e) for e in x):
+                return _type(x)(opaque(e) if owned(e) else e for e in x)
+            return x
 
         def call(fn, /, *args, **kwargs):
             check()
+            if not owned(fn):  # the program's (or a builtin): it gets no function of the tests
+                args = [hide(a) for a in args]
+                kwargs = {k: hide(v) for k, v in kwargs.items()}
             try:
                 return fn(*args, **kwargs)
             finally:
                 check()
+
+        def opaque(fn):
+            """A callable for `fn` that does not lead to it: `fn` lives only in a suspended
+            generator's frame (`gi_frame`, `gi_code` and `tb_frame` are refused by the hook)."""
+
+            def holder():
+                request = yield
+                while True:
+                    try:
+                        reply = (True, fn(*request[0], **request[1]))
+                    except BaseException as exc:  # handed back, re-raised by the caller below
+                        reply = (False, exc)
+                    request = yield reply
+
+            gen = holder()
+            _next(gen)
+            send = gen.send
+
+            def proxy(*args, **kwargs):
+                ok, value = send((args, kwargs))
+                if ok:
+                    return value
+                raise value
+
+            return proxy
 
         def guarded(f):
             def run(*args):

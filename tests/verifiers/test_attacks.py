@@ -252,15 +252,27 @@ def test_weak_mode_guard_keeps_test_semantics() -> None:
         "class Base:\n    def who(self): return 'base'\nclass Kid(Base):\n    def who(self): return super().who() + '!'\n"
         "for i in range(200):\n    assert apply(lambda x: x + i, 0) == i\n    bump()\n"
         "assert count == 200 and Kid().who() == 'base!'\nassert sorted(map(lambda x: apply(abs, x), [-2, 1])) == [1, 2]\n"
+        "try:\n    apply(lambda x: 1 // x, 0)\n    assert False\nexcept ZeroDivisionError:\n    pass\n"
     )
     r = run_tests(HONEST_APPLY, tests, timeout_s=5.0)
     assert r.passed and r.guarantee == "in_sandbox_judge", r
 
 
-@pytest.mark.xfail(strict=True, reason="open: weak mode cannot hide the tests' globals from a test-owned lambda")
-def test_weak_mode_program_cannot_read_the_tests_globals() -> None:
-    # `__globals__` raises no audit event in CPython 3.11, so a lambda the tests pass leads to
-    # their expected values; the fix is to keep such tests out of the weak mode (see the report)
+def test_weak_mode_program_cannot_read_the_tests_globals_through_their_lambda() -> None:
+    # `__globals__` raises no audit event in CPython 3.11: a lambda the tests passed led to CASES
     program = "def apply(g, x):\n    for args, want in g.__globals__['CASES']:\n        if args[1] == x:\n            return want\n"
     tests = "CASES = [((lambda x: x + 1, 1), 2), ((lambda x: x * 3, 2), 6)]\nfor args, want in CASES:\n    assert apply(*args) == want\n"
+    r = run_tests(program, tests, timeout_s=5.0)
+    assert not r.passed and r.guarantee == "in_sandbox_judge", r
+    assert run_tests(HONEST_APPLY, tests, timeout_s=5.0).passed
+    gen = "g.__closure__[0].cell_contents.__self__"  # the proxy's generator, which holds the lambda
+    for walk in (f"{gen}.gi_frame.f_locals['fn']", f"{gen}.gi_code", "g.__globals__['CASES']"):
+        probe = f"def apply(g, x):\n    try:\n        {walk}\n        return 'leaked'\n    except Exception:\n        return g(x)\n"
+        assert run_tests(probe, tests, timeout_s=5.0).passed, walk
+
+
+@pytest.mark.xfail(strict=True, reason="open: an instance of a class the tests define leads to their globals")
+def test_weak_mode_program_cannot_read_the_tests_globals_through_their_instance() -> None:
+    program = "def get(b):\n    return type(b).__init__.__globals__['WANT'][b.v]\n"
+    tests = "WANT = {1: 2, 5: 6}\nclass Box:\n    def __init__(s, v): s.v = v\nassert get(Box(1)) == 2\nassert get(Box(5)) == 6\n"
     assert not run_tests(program, tests, timeout_s=5.0).passed

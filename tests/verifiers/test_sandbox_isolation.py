@@ -278,3 +278,21 @@ def test_unsafe_scratch_that_cannot_be_removed_is_loud(monkeypatch: pytest.Monke
     monkeypatch.setattr(_session.shutil, "rmtree", stuck)
     with pytest.raises(SandboxIntegrityError):
         run_tests("def f(): return 1", "assert f() == 1", allow_unsafe_no_sandbox=True)
+
+
+@pytest.mark.parametrize(
+    "program",
+    [
+        "import ctypes\nctypes.CDLL(None).syscall(0x40000000 | 272, 0x10000000)\n",  # x32 ABI: unshare
+        "import ctypes, mmap\nbuf = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)\n"
+        "buf.write(bytes([0xB8, 20, 0, 0, 0, 0xCD, 0x80, 0xC3]))\n"  # mov eax, 20 (getpid); int 0x80; ret
+        "ctypes.CFUNCTYPE(ctypes.c_long)(ctypes.addressof(ctypes.c_char.from_buffer(buf)))()\n",
+    ],
+    ids=["x32", "int_0x80"],
+)
+def test_foreign_syscall_abis_kill_the_process(program: str) -> None:
+    if os.uname().machine != "x86_64":
+        pytest.skip("x86_64's foreign ABIs")
+    out = inside(program + "print('survived')\n")
+    assert out.returncode == -31 or out.returncode == 128 + 31, out  # SIGSYS (bwrap may report 128+n)
+    assert "survived" not in out.stdout
