@@ -15,7 +15,10 @@ could forge its own pass.  Defences (in depth only; audit hooks are not a bounda
   crafted code objects, fork/exec/kill and sockets;
 * no /proc is mounted in this mode (so no `/proc/self/mem`, however the path is spelled);
 * every comparison in the tests goes through a comparator built before the program ran:
-  values are canonicalised to exact builtin types, so `AlwaysEqual()` never equals 5.
+  values are canonicalised to exact builtin types, so `AlwaysEqual()` never equals 5;
+* the tests' own objects are guarded (`_weak_guard`): the comparator is a constant of their code,
+  every call they make checks that their globals and builtins are still theirs, and a function of
+  theirs reaches the program only as an opaque proxy; the harness keeps its own `os._exit`.
 
 Stdlib only; loaded by `_sandbox_child` from the same read-only directory.
 """
