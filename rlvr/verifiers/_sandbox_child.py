@@ -81,7 +81,10 @@ def _describe(ns: dict, names: list) -> dict:
             out[name] = ["missing"]
             continue
         value = ns[name]
-        if type(value) in _FUNCTION_TYPES:
+        # any callable but a class: a `functools.lru_cache` wrapper, a partial or a callable
+        # instance is called through the parent like a function (else the program could pick
+        # the weaker in-sandbox judge by wrapping its function; `callable` runs no program code)
+        if type(value) in _FUNCTION_TYPES or (callable(value) and not issubclass(type(value), type)):
             out[name] = ["fn"]
             continue
         try:

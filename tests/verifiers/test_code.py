@@ -380,3 +380,19 @@ def test_never_raises_on_arbitrary_text(program: str, tests: str) -> None:
 def test_extract_never_raises(text: str) -> None:
     out = extract_code(text)
     assert out is None or isinstance(out, str)
+
+
+@pytest.mark.parametrize(
+    ("program", "passed"),
+    [
+        ("import functools\n@functools.lru_cache(maxsize=None)\ndef f(x):\n    return 2 * x\n", True),
+        ("import functools\ndef g(k, x):\n    return k * x\nf = functools.partial(g, 2)\n", True),
+        ("class C:\n    def __call__(self, x): return 2 * x\nf = C()\n", True),
+        # a callable instance used to pick the in-sandbox judge, returning an object that lies
+        (ALWAYS_EQ + "class C:\n    def __call__(self, x): return A()\nf = C()\n", False),
+    ],
+    ids=["lru_cache", "partial", "callable_instance", "callable_instance_lying"],
+)
+def test_wrapped_functions_are_judged_in_the_parent(program: str, passed: bool) -> None:
+    r = run(program)
+    assert r.passed is passed and r.guarantee == "parent_judge", r
