@@ -27,6 +27,8 @@ from rlvr.errors import Stopped, UserError
 
 # argparse choices that need no heavy import (kept equal to rlvr.models.tiny.PRESETS by a test)
 PRESETS = ("1m", "5m", "15m", "33m", "50m")
+# what makes a folder a run directory for `rlvr report` (a stage's run.out_dir or a demo's --out)
+RUN_FILES = ("metrics.jsonl", "config.json", "summary.json", "eval", "samples.jsonl")
 
 
 def _print_resolved(config: Any) -> None:
@@ -86,6 +88,7 @@ def _train(args: argparse.Namespace, kind: str | None) -> int:
     if main_rank:
         _print_resolved(config)
     if args.check:
+        _check_data(config)
         print(f"{args.config}: config OK (kind = {config.kind!r}); nothing was run (--check)")
         return 0
     from rlvr.pipeline import train
@@ -109,10 +112,29 @@ def _train(args: argparse.Namespace, kind: str | None) -> int:
     return 0 if result.status == "completed" else 1
 
 
+def _check_data(config: Any) -> None:
+    """--check reads what a run would read first: the task(s) (a file task parses its file) and data.path."""
+    from rlvr.tasks.files import DatasetError, read_jsonl
+    from rlvr.trainer.build import build_task
+
+    tasks = getattr(config, "tasks", None) or getattr(config, "task", None)
+    if tasks:
+        build_task(tasks)
+    path = getattr(getattr(config, "data", None), "path", None)
+    if path and Path(path).suffix == ".jsonl":
+        for _, row in read_jsonl(Path(path)):
+            if isinstance(row, DatasetError):
+                raise row
+
+
 def _eval(args: argparse.Namespace) -> int:
+    from rlvr.errors import check_output_file
     from rlvr.models.load import check_model_dir
 
-    check_model_dir(args.model, what="--model")
+    check_model_dir(args.model, what="--model", weights=True)
+    for flag, value in (("--out", args.out), ("--cache", args.cache)):
+        if value is not None:
+            check_output_file(value, flag)
     if max(args.k) > args.n and not args.greedy:
         raise UserError(f"--k {','.join(map(str, args.k))}: every k must be <= --n {args.n} (samples per problem)")
     task = make_task(args)  # a bad name or kwarg fails here, before the model loads
@@ -165,11 +187,20 @@ def _report(args: argparse.Namespace) -> int:
     from rlvr.errors import MissingPathError
     from rlvr.report import write_report
 
-    if not Path(args.run_dir).is_dir():
-        raise MissingPathError(f"run directory {args.run_dir} does not exist: pass the folder a run wrote "
+    from rlvr.report.load import load_run
+
+    root = Path(args.run_dir)
+    what = "is a file" if root.is_file() else "does not exist"
+    if not root.is_dir():
+        raise MissingPathError(f"run directory {root} {what}: pass the folder a run wrote "
                                "(its run.out_dir, holding metrics.jsonl)")  # fmt: skip
+    if not any((root / name).exists() for name in RUN_FILES):
+        raise MissingPathError(f"{root} is not a run directory (none of {', '.join(RUN_FILES)} is there): pass "
+                               "the folder a run wrote (its run.out_dir, or `rlvr demo --out`)")  # fmt: skip
+    for note in load_run(root).notes:  # a malformed line or file: the report leaves it out, and says so here
+        print(f"rlvr report: warning: {note}", file=sys.stderr)
     try:
-        written = write_report(args.run_dir, args.out)
+        written = write_report(root, args.out)
     except FileNotFoundError as exc:  # a run directory without the files a report reads
         raise MissingPathError(str(exc)) from exc
     print(f"wrote {written}")
@@ -177,8 +208,11 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from rlvr.errors import check_output_file
     from rlvr.tasks.verify import verify_file
 
+    if args.out is not None:
+        check_output_file(args.out, "--out")
     summary = verify_file(make_task(args), args.file, output=args.out, prefix=args.prefix)
     print(json.dumps(summary, indent=2))
     return 0

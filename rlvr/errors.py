@@ -1,4 +1,4 @@
-"""The two exceptions the command line treats as ends, not bugs (layer L0: no imports).
+"""The two exceptions the command line treats as ends, not bugs (layer L0: no rlvr imports).
 
 `UserError`: a mistake the user can fix (a config key, a data row, a path, a name).  The CLI prints
 its message (every problem found, each naming the field or file:line, what is wrong and what to do)
@@ -13,7 +13,9 @@ how to resume) and exits 128 + the signal number (130 / 143), never with a trace
 
 from __future__ import annotations
 
+import os
 import signal as _signal
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -39,3 +41,17 @@ class Stopped(KeyboardInterrupt):
     def exit_code(self) -> int:
         """128 + the signal number, the shell's convention (130 for SIGINT, 143 for SIGTERM)."""
         return 128 + int(getattr(_signal, self.signal_name, _signal.SIGINT))
+
+
+def check_output_file(path: str | os.PathLike[str], what: str) -> Path:
+    """`path` as a file about to be written: a MissingPathError naming `what` (a flag or config key) when
+    it is a directory or lies under a file, before anything is computed or half-written."""
+    out = Path(path)
+    if out.is_dir():
+        raise MissingPathError(f"{what} {out} is a directory: pass the path of a file to write")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise MissingPathError(f"{what} {out}: {parent} is a file, not a directory; choose another path")
+            break
+    return out

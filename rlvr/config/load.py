@@ -178,15 +178,29 @@ def load_config(
 ) -> Config:
     """Read a TOML config, apply `--set` overrides, validate.  Raises ConfigError (a ValueError)."""
     path = Path(path)
+    data = _read_toml(path)
+    return parse_config(apply_overrides(data, overrides), kind=kind, source=str(path))
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The TOML table in `path` (UTF-8; a leading BOM is accepted), or a ConfigError naming the file."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"config file {str(path)!r} not found (see examples/*.toml)") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {str(path)!r} cannot be read: {exc}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {str(path)!r} is a directory: pass a TOML file (see examples/*.toml)") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {str(path)!r} cannot be read ({exc.strerror}): check its permissions") from None
+    try:
+        text = raw.decode("utf-8-sig")  # utf-8-sig: a BOM (Windows editors) is dropped, not a TOML error
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}); save the file as UTF-8") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    return parse_config(apply_overrides(data, overrides), kind=kind, source=str(path))
 
 
 def save_config(config: Config, run_dir: str | os.PathLike[str]) -> Path:

@@ -125,7 +125,7 @@ def run_data_command(args: argparse.Namespace) -> int:
     try:
         summary = handlers[args.data_command](args)
     except (DataError, ValueError, FileNotFoundError) as err:  # pydantic's ValidationError is a ValueError
-        print(f"error: {err}", file=sys.stderr)
+        print(f"rlvr data {args.data_command}: error: {err}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2))
     return 0

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from rlvr.errors import check_output_file
 from rlvr.evaluation.metrics import MetricValue
 from rlvr.provenance import provenance
 from rlvr.types import Group
@@ -47,7 +48,7 @@ class EvalResult:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write `to_json()` atomically (temp file in the same folder, then os.replace)."""
-        out = Path(path)
+        out = check_output_file(path, "result file")
         out.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
         try:

@@ -30,8 +30,11 @@ def build_reward_model(path: str | None, preset: str, seed: int, tokenizer: Any 
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     if path is not None:
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
-        tok = tokenizer or AutoTokenizer.from_pretrained(path)
+        from rlvr.models.load import check_model_dir, loading
+
+        with loading(check_model_dir(path, weights=True), "the reward model"):
+            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
+            tok = tokenizer or AutoTokenizer.from_pretrained(path)
     else:
         from rlvr.models.tiny import build_model as build_tiny
         from rlvr.models.tiny import build_tokenizer

@@ -11,6 +11,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+from rlvr.errors import check_output_file
 from rlvr.report import sections
 from rlvr.report.load import RunData, load_run
 from rlvr.report.plots import render_plots
@@ -130,7 +131,7 @@ def render_report(run_dir: str | Path, *, generated_at: datetime | None = None) 
 def write_report(run_dir: str | Path, out_path: str | Path | None = None) -> Path:
     """Render the report and write it atomically; returns the path (default run_dir/report.html)."""
     html = render_report(run_dir)
-    out = Path(run_dir) / "report.html" if out_path is None else Path(out_path)
+    out = check_output_file(Path(run_dir) / "report.html" if out_path is None else out_path, "report file")
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     try:

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 FORMATS = ("jsonl", "parquet", "hf")
 GOLD_STYLES = ("auto", "gsm8k", "boxed", "plain")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+GZIP_MAGIC, UTF8_BOM = b"\x1f\x8b", b"\xef\xbb\xbf"
 DATA_EXTRA = "install the optional data dependencies: pip install 'rlvr[data]'"
 
 
@@ -42,15 +43,42 @@ def infer_format(path: Path) -> str:
     raise DatasetError(f"cannot tell the format of {path} from its name: pass format= one of {list(FORMATS)}")
 
 
+def _open_binary(path: Path) -> Any:
+    """`path` opened for reading bytes, or a DatasetError that names it and says what to do."""
+    try:
+        fh = path.open("rb")
+    except IsADirectoryError:
+        raise DatasetError(f"{path} is a directory, not a JSONL file: pass the file itself") from None
+    except PermissionError:
+        raise DatasetError(f"{path} cannot be read (permission denied): check its permissions (chmod +r)") from None
+    except FileNotFoundError:
+        raise DatasetError(f"{path} does not exist: check the path") from None
+    except OSError as err:
+        raise DatasetError(f"{path} cannot be read ({err.strerror or err})") from None
+    if fh.peek(2)[:2] == GZIP_MAGIC:
+        fh.close()
+        raise DatasetError(f"{path} is gzip-compressed, not JSONL text: decompress it first "
+                           f"(gunzip -c {path} > plain.jsonl) and pass the plain file")  # fmt: skip
+    return fh
+
+
 def read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
-    """(`file:line`, parsed row or DatasetError) for each non-blank line."""
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
+    """(`file:line`, parsed row or DatasetError) for each non-blank line.  UTF-8 (a leading BOM and CRLF
+    line ends are accepted); a line that is not UTF-8 or not JSON is a DatasetError naming `file:line`."""
+    path = Path(path)
+    with _open_binary(path) as fh:
+        for lineno, raw in enumerate(fh, 1):
             loc = f"{path}:{lineno}"
             try:
-                yield loc, json.loads(line.rstrip("\r\n"))
+                line = (raw[3:] if lineno == 1 and raw.startswith(UTF8_BOM) else raw).decode("utf-8")
+            except UnicodeDecodeError as err:
+                yield loc, DatasetError(f"{loc}: not UTF-8 text (byte 0x{raw[err.start]:02x} at byte {err.start + 1} "
+                                        "of the line); re-save the file as UTF-8, e.g. iconv -f latin1 -t utf-8")  # fmt: skip
+                continue
+            if not line.strip():
+                continue
+            try:
+                yield loc, json.loads(line)
             except json.JSONDecodeError as err:
                 yield (
                     loc,
@@ -65,7 +93,11 @@ def read_parquet(path: Path) -> Iterator[tuple[str, Any]]:
         import pyarrow.parquet as pq
     except ImportError as err:
         raise DatasetError(f"reading Parquet ({path}) needs pyarrow: {DATA_EXTRA}") from err
-    for i, row in enumerate(pq.read_table(path).to_pylist(), 1):
+    try:
+        table = pq.read_table(path)
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError; a directory an OSError
+        raise DatasetError(f"{path}: not a readable Parquet file ({err}); check the file or convert it") from None
+    for i, row in enumerate(table.to_pylist(), 1):
         yield f"{path}:row {i}", row
 
 
@@ -77,7 +109,11 @@ def read_hf(path: Path, split: str | None) -> Iterator[tuple[str, Any]]:
         raise DatasetError(
             f"reading a Hugging Face dataset directory ({path}) needs datasets: {DATA_EXTRA}"
         ) from err
-    ds = datasets.load_from_disk(str(path))
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except (OSError, ValueError, IndexError) as err:  # not a save_to_disk directory, or an empty / broken one
+        raise DatasetError(f"{path} is a directory but not a Hugging Face dataset saved with save_to_disk ({err}); "
+                           "pass a .jsonl or .parquet file, or the dataset's directory") from None  # fmt: skip
     if isinstance(ds, datasets.DatasetDict):
         if split not in ds:
             raise DatasetError(f"{path} has splits {sorted(ds)}, not {split!r}: pass split= one of them")

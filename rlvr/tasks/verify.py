@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -95,7 +96,8 @@ def verify_file(
     """
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"completions file {path} does not exist")
+        what = "is a directory, not a JSONL file" if path.is_dir() else "does not exist"
+        raise DatasetError(f"completions file {path} {what}")
     lookup = functools.cache(lambda: _index(task))
     rows: list[dict[str, Any]] = []
     for loc, row in read_jsonl(path):
@@ -117,7 +119,9 @@ def verify_file(
     if output is not None:
         out = Path(output)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        tmp = out.with_name(f".{out.name}.tmp")  # written whole, then renamed: no half-written output
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        os.replace(tmp, out)
     n = len(rows)
 
     def mean(values: list[float]) -> float | None:

@@ -12,11 +12,13 @@ state of its own to resume exactly; on CPU a resumed run ends bitwise equal to a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from rlvr.config import ConfigError
-from rlvr.errors import MissingPathError
+from rlvr.errors import MissingPathError, UserError
 from rlvr.models import lora
 from rlvr.models.load import quiet_transformers
 
@@ -106,6 +108,25 @@ def save_checkpoint(
     return target
 
 
+class CheckpointError(UserError):
+    """A checkpoint whose files cannot be read back (truncated by a crash or a full disk, or overwritten)."""
+
+
+@contextlib.contextmanager
+def corrupt_as_user_error(ckpt: Path, file: Path) -> Iterator[None]:
+    """A file of `ckpt` that does not load: one message naming it, and the checkpoint to fall back to."""
+    try:
+        yield
+    except Exception as err:  # torch.load: UnpicklingError / RuntimeError / EOFError; safetensors: SafetensorError
+        if isinstance(err, UserError):
+            raise
+        older = [p for s, p in list_checkpoints(ckpt.parent.parent) if s < step_of(ckpt)]
+        fallback = (f"delete it (rm -r {ckpt}) and resume again to continue from {older[-1].name}" if older
+                    else "delete the run directory and start again; there is no earlier checkpoint")  # fmt: skip
+        raise CheckpointError(f"checkpoint {ckpt} is truncated or corrupt: {file.name} does not load "
+                              f"({type(err).__name__}: {str(err)[:200]}); {fallback}") from err  # fmt: skip
+
+
 def load_weights(model: nn.Module, ckpt: Path) -> None:
     """Load the checkpoint's safetensors into `model` in place (tied weights may be absent from disk);
     a LoRA model loads its adapter (its base weights are the config's, frozen)."""
@@ -119,7 +140,8 @@ def load_weights(model: nn.Module, ckpt: Path) -> None:
         )
     weights: dict[str, torch.Tensor] = {}
     for f in files:
-        weights.update(load_file(str(f)))
+        with corrupt_as_user_error(ckpt, f):
+            weights.update(load_file(str(f)))
     missing, unexpected = model.load_state_dict(weights, strict=False)
     params = dict(model.named_parameters(remove_duplicate=False))
     loaded = {id(params[n]) for n in weights if n in params}
@@ -134,6 +156,9 @@ def load_weights(model: nn.Module, ckpt: Path) -> None:
 def load_checkpoint(ckpt: Path, model: nn.Module) -> dict[str, Any]:
     """Load weights into `model`, restore the global RNG states, and return the trainer state."""
     load_weights(model, ckpt)
-    state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)
+    with corrupt_as_user_error(ckpt, ckpt / STATE_FILE):
+        state = torch.load(ckpt / STATE_FILE, map_location="cpu", weights_only=False)
+        if not isinstance(state, dict) or "rng" not in state:
+            raise ValueError("not a trainer state")
     set_rng_state(state["rng"])
     return state

@@ -27,8 +27,8 @@ from typing import Any
 from rlvr.config import ConfigError, parse_config
 from rlvr.provenance import provenance
 
-# dotted keys (or prefixes ending in ".") a resume may change and stay exact
-RESUMABLE = ("run.steps", "run.eval_every", "run.save_every", "run.keep_last", "run.progress",
+# dotted keys (or prefixes ending in ".") a resume may change and stay exact (run.out_dir: a moved run)
+RESUMABLE = ("run.out_dir", "run.steps", "run.eval_every", "run.save_every", "run.keep_last", "run.progress",
              "run.tensorboard", "run.samples_every", "run.max_consecutive_skips", "eval.")  # fmt: skip
 # allowed, recorded, but the run is no longer bitwise exact (thread count changes CPU reduction order;
 # a DCP checkpoint loads under any parallel mode and world size)
@@ -89,7 +89,18 @@ def check_config(run_dir: Path, new: Mapping[str, Any], mode: Resume) -> dict[st
     path = run_dir / "config.json"
     if not path.is_file():
         return {}
-    changes = config_changes(_as_now(json.loads(path.read_text(encoding="utf-8"))), new)
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:  # JSONDecodeError / UnicodeDecodeError are ValueErrors
+        raise ConfigError(f"--resume: {path} cannot be read ({err}); restore it from config_history/ or a copy, "
+                          f"or move it away to resume without the comparison (nothing is checked then)") from None  # fmt: skip
+    if not isinstance(old, dict):
+        raise ConfigError(f"--resume: {path} is not a JSON object; restore it or move it away")
+    if old.get("kind", "rl") != new.get("kind", "rl"):
+        raise ConfigError(f"--resume: {run_dir} holds a kind = {old.get('kind', 'rl')!r} run and this config is "
+                          f"kind = {new.get('kind', 'rl')!r}: resume it with the config it was started with, or set "
+                          "run.out_dir to a new directory for this run")  # fmt: skip
+    changes = config_changes(_as_now(old), new)
     refused = [k for k in changes if _kind(k) == "refused"]
     if refused and not mode.force:
         lines = [f"  - {k}: {changes[k][0]!r} -> {changes[k][1]!r}" for k in refused]

@@ -115,7 +115,11 @@ def prepare_run_dir(out_dir: str, resume: bool | Resume | None) -> tuple[Path, P
             "drop --resume to start a new run there, check run.out_dir, or pass --resume-or-start "
             "to resume when there is a checkpoint and start fresh when there is none"
         )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # a parent that is a file, a read-only or virtual file system, no permission
+        raise RunDirError(f"run.out_dir = {str(run_dir)!r} cannot be created ({err.strerror}: {err.filename}); "
+                          "set run.out_dir to a directory you can write") from None  # fmt: skip
     return run_dir, ckpt
 
 
