@@ -186,7 +186,6 @@ def _run_eval(run_eval: Any, task: Any, args: argparse.Namespace) -> Any:
 def _report(args: argparse.Namespace) -> int:
     from rlvr.errors import MissingPathError
     from rlvr.report import write_report
-
     from rlvr.report.load import load_run
 
     root = Path(args.run_dir)
