@@ -40,7 +40,7 @@ def test_gzip_directory_and_missing_files_are_named(tmp_path):
 
 def test_check_output_file(tmp_path):
     assert check_output_file(tmp_path / "new" / "out.json", "--out") == tmp_path / "new" / "out.json"
-    with pytest.raises(MissingPathError, match="--out .* is a directory"):
+    with pytest.raises(MissingPathError, match=r"--out .* is a directory"):
         check_output_file(tmp_path, "--out")
     (tmp_path / "f").write_text("x")
     with pytest.raises(MissingPathError, match="is a file, not a directory"):
@@ -52,7 +52,7 @@ def test_check_model_dir_names_a_run_directorys_last_checkpoint(tmp_path):
 
     (tmp_path / "checkpoints" / "step_000002").mkdir(parents=True)
     (tmp_path / "checkpoints" / "step_000010").mkdir()
-    with pytest.raises(UserError, match="is an rlvr run directory, not a model: pass .*step_000010"):
+    with pytest.raises(UserError, match=r"is an rlvr run directory, not a model: pass .*step_000010"):
         check_model_dir(tmp_path, what="--model")
     model = tmp_path / "m"
     model.mkdir()
