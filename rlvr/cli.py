@@ -67,6 +67,9 @@ def _demo(args: argparse.Namespace) -> int:
 def _init_model(args: argparse.Namespace) -> int:
     from rlvr.models.tiny import init_model
 
+    for parent in (Path(args.out), *Path(args.out).parents):
+        if parent.exists() and not parent.is_dir():
+            raise UserError(f"init-model {args.out}: {parent} is a file, not a directory; choose another path")
     path = init_model(args.out, preset=args.preset, seed=args.seed)
     print(f"wrote tiny model ({args.preset}) to {path}")
     return 0
@@ -113,18 +116,18 @@ def _train(args: argparse.Namespace, kind: str | None) -> int:
 
 
 def _check_data(config: Any) -> None:
-    """--check reads what a run would read first: the task(s) (a file task parses its file) and data.path."""
-    from rlvr.tasks.files import DatasetError, read_jsonl
+    """--check reads what a run would read first: the task(s) (a file task parses its file) and the rows of
+    data.path (each `*_field` the stage reads must be a string)."""
     from rlvr.trainer.build import build_task
+    from rlvr.trainer.data import read_text_rows
 
     tasks = getattr(config, "tasks", None) or getattr(config, "task", None)
     if tasks:
         build_task(tasks)
-    path = getattr(getattr(config, "data", None), "path", None)
-    if path and Path(path).suffix == ".jsonl":
-        for _, row in read_jsonl(Path(path)):
-            if isinstance(row, DatasetError):
-                raise row
+    data = getattr(config, "data", None)
+    if getattr(data, "path", None):
+        fields = {k: v for k, v in data.model_dump().items() if k.endswith("_field") and isinstance(v, str)}
+        read_text_rows(data.path, fields, what="data")
 
 
 def _eval(args: argparse.Namespace) -> int:

@@ -125,10 +125,20 @@ def run_data_command(args: argparse.Namespace) -> int:
     try:
         summary = handlers[args.data_command](args)
     except (DataError, ValueError, FileNotFoundError) as err:  # pydantic's ValidationError is a ValueError
-        print(f"rlvr data {args.data_command}: error: {err}", file=sys.stderr)
+        print(f"rlvr data {args.data_command}: error: {_flag_message(err)}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2))
     return 0
+
+
+def _flag_message(err: BaseException) -> str:
+    """A settings ValidationError as one line per flag (`--threshold 2.0: ...`); any other error as it is."""
+    from pydantic import ValidationError
+
+    if not isinstance(err, ValidationError):
+        return str(err)
+    return "; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')} {e.get('input')!r}: {e['msg']}"
+                     for e in err.errors())  # fmt: skip
 
 
 def _source(args: argparse.Namespace, path: str | None = None, field: str | None = None) -> Any:

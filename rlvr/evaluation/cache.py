@@ -17,7 +17,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from rlvr.errors import UserError
 from rlvr.rollout.base import SamplingParams
+
+
+class CacheError(UserError, ValueError):
+    """A cache file that is not one (a line in the middle is not an entry): the user deletes or moves it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +108,7 @@ class GenerationCache:
                 if nl < 0 or end == len(data):  # the last line: a write cut short by a crash
                     break
                 lineno = data.count(b"\n", 0, pos) + 1
-                raise ValueError(
+                raise CacheError(
                     f"{self.path}: line {lineno} is not a cache entry ({e}); "
                     "the cache is corrupt — delete the file to regenerate"
                 ) from e

@@ -28,6 +28,9 @@ FORMATS = ("jsonl", "parquet", "hf")
 GOLD_STYLES = ("auto", "gsm8k", "boxed", "plain")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 GZIP_MAGIC, UTF8_BOM = b"\x1f\x8b", b"\xef\xbb\xbf"
+# a .json file holding one array, the usual mistake with JSON Lines
+ARRAY_HINT = ("this looks like one JSON array, but JSONL needs one object per line: convert it, e.g. "
+              "jq -c '.[]' data.json > data.jsonl")  # fmt: skip
 DATA_EXTRA = "install the optional data dependencies: pip install 'rlvr[data]'"
 
 
@@ -78,14 +81,10 @@ def read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
             if not line.strip():
                 continue
             try:
-                yield loc, json.loads(line)
+                yield loc, json.loads(line.rstrip("\r\n"))  # the column of an error counts on this line
             except json.JSONDecodeError as err:
-                yield (
-                    loc,
-                    DatasetError(
-                        f"{loc}: invalid JSON ({err.msg} at column {err.colno}); fix or remove the line"
-                    ),
-                )
+                hint = ARRAY_HINT if lineno == 1 and line.lstrip().startswith("[") else "fix or remove the line"
+                yield loc, DatasetError(f"{loc}: invalid JSON ({err.msg} at column {err.colno}); {hint}")
 
 
 def read_parquet(path: Path) -> Iterator[tuple[str, Any]]:

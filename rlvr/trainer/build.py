@@ -72,7 +72,8 @@ def validate(config: RLConfig | SFTConfig | DPOConfig) -> None:
             f"model.path: {config.model.path!r} is not a directory (create one with `rlvr init-model`)"
         )
     if isinstance(config, SFTConfig | DPOConfig | RewardModelConfig) and config.data.path and not Path(config.data.path).is_file():
-        problems.append(f"data.path: {config.data.path!r} does not exist")
+        what = "is a directory: pass a .jsonl (or .parquet) file" if Path(config.data.path).is_dir() else "does not exist"
+        problems.append(f"data.path: {config.data.path!r} {what}")
     from rlvr.trainer.lora import problems as lora_problems
 
     problems += lora_problems(config)

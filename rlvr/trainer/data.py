@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from rlvr.config import ConfigError
-from rlvr.tasks.files import DatasetError, read_jsonl
+from rlvr.tasks.files import DatasetError, read_jsonl, read_parquet
 
 T = TypeVar("T")
 
@@ -28,10 +28,11 @@ def tokenize_prompt(tokenizer: Any, text: str) -> list[int]:
 
 def read_text_rows(path: str | Path, fields: Mapping[str, str], *, what: str) -> list[tuple[str, ...]]:
     """The string values of `fields` (config key -> field name, e.g. {"prompt_field": "q"}) of each row of
-    a JSONL file, in that order.  A bad row raises DatasetError naming `file:line`, the field and the
+    a JSONL (or .parquet) file, in that order.  A bad row raises DatasetError naming `file:line`, the field and the
     `data.<key>` to set; a file with no rows says the data is empty."""
     rows = []
-    for loc, row in read_jsonl(Path(path)):
+    path = Path(path)
+    for loc, row in read_parquet(path) if path.suffix == ".parquet" else read_jsonl(path):
         if isinstance(row, DatasetError):
             raise row
         for key, name in fields.items():

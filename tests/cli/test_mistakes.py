@@ -222,3 +222,33 @@ def test_report_on_a_folder_that_is_not_a_run_and_on_a_corrupt_metrics_line(tmp_
 def test_eval_on_a_run_directory_names_its_last_checkpoint(finished):
     ckpt = sorted((finished / "checkpoints").iterdir())[-1]
     assert_user_error(rlvr("eval", "--model", str(finished), "--task", "sort"), "is an rlvr run directory", str(ckpt))
+
+
+# ------------------------------------------------------------------ more inputs: caches, flags, SFT data, JSON arrays
+
+
+def test_eval_with_a_corrupt_cache_names_the_line(model_dir, tmp_path):
+    cache = tmp_path / "cache.jsonl"
+    cache.write_text('{"not": "an entry"}\n{"also": "not"}\n')
+    assert_user_error(rlvr("eval", "--model", str(model_dir), "--task", "sort", "--n", "1", "--k", "1", "--limit", "1",
+                           "--max-new-tokens", "2", "--cache", str(cache)), "cache.jsonl: line 1", "delete the file")  # fmt: skip
+
+
+def test_data_flag_out_of_range_names_the_flag_and_init_model_under_a_file(tmp_path):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(GOOD)
+    err = assert_user_error(rlvr("data", "dedup", str(rows), "--field", "prompt", "--out", str(tmp_path / "o.jsonl"),
+                                 "--threshold", "2"), "--threshold 2.0", "less than or equal to 1")  # fmt: skip
+    assert "pydantic" not in err
+    assert_user_error(rlvr("init-model", str(rows / "m"), "--preset", "1m"), "rows.jsonl is a file")
+
+
+def test_sft_data_path_a_directory_or_a_json_array(tmp_path):
+    config = tmp_path / "sft.toml"
+    body = 'kind = "sft"\n[task]\nname = "sort"\n[model]\npreset = "1m"\n[data]\npath = "{}"\n[run]\nout_dir = "{}"\n'
+    config.write_text(body.format(tmp_path.as_posix(), (tmp_path / "run").as_posix()))
+    assert_user_error(rlvr("sft", str(config), "--check"), "data.path", "is a directory", ".jsonl")
+    array = tmp_path / "pairs.json"
+    array.write_text(json.dumps([{"prompt": "a", "completion": "b"}], indent=1))
+    config.write_text(body.format(array.as_posix(), (tmp_path / "run").as_posix()))
+    assert_user_error(rlvr("sft", str(config), "--check"), "pairs.json:1", "one JSON array", "jq -c")
