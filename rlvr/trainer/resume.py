@@ -108,7 +108,7 @@ def check_config(run_dir: Path, new: Mapping[str, Any], mode: Resume) -> dict[st
             f"--resume: the config differs from the one {run_dir} was trained with ({path}) in "
             f"{len(refused)} setting(s) that change the result, so the resumed run would not be exact:\n"
             + "\n".join(lines)
-            + "\nrestore them (only run.steps, the run.*_every cadences, run.keep_last/progress/tensorboard and "
+            + "\nrestore them (only run.out_dir, run.steps, the run.*_every cadences, run.keep_last/progress/tensorboard and "
             "eval.* may change), or pass --force to resume anyway (the change is recorded in "
             "resumes.jsonl and the run is marked not exact)",
             [f"{k}: {changes[k][0]!r} -> {changes[k][1]!r}" for k in refused],
