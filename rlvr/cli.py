@@ -330,8 +330,21 @@ def _user_os_error(err: BaseException) -> bool:
                       | PermissionError) and getattr(err, "filename", None) is not None  # fmt: skip
 
 
-def _report_error(command: str, err: BaseException) -> None:
-    text = f"{err.strerror}: {err.filename}" if _user_os_error(err) and not isinstance(err, UserError) else str(err)  # type: ignore[attr-defined]
+def _flag_of(argv: list[str], args: argparse.Namespace, filename: str) -> str:
+    """The flag (`--cache `) whose value is `filename` or a folder above it, to name it in the message."""
+    for key, value in vars(args).items():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, str) and value and flag in argv and (filename == value or filename.startswith(value.rstrip("/") + "/")):
+            return f"{flag} "
+    return ""
+
+
+def _report_error(command: str, err: BaseException, argv: list[str], args: argparse.Namespace) -> None:
+    if _user_os_error(err) and not isinstance(err, UserError):
+        filename = str(err.filename)  # type: ignore[attr-defined]
+        text = f"{_flag_of(argv, args, filename)}{filename}: {err.strerror}"  # type: ignore[attr-defined]
+    else:
+        text = str(err)
     print(f"rlvr {command}: error: {text}", file=sys.stderr)
     print("(run with --debug for the traceback)", file=sys.stderr)
 
@@ -356,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         if debug or not (isinstance(err, UserError) or _user_os_error(err)):
             raise
-        _report_error(args.command, err)
+        _report_error(args.command, err, sys.argv[1:] if argv is None else argv, args)
         return 2
     finally:
         for s, h in previous.items():

@@ -252,3 +252,40 @@ def test_sft_data_path_a_directory_or_a_json_array(tmp_path):
     array.write_text(json.dumps([{"prompt": "a", "completion": "b"}], indent=1))
     config.write_text(body.format(array.as_posix(), (tmp_path / "run").as_posix()))
     assert_user_error(rlvr("sft", str(config), "--check"), "pairs.json:1", "one JSON array", "jq -c")
+
+
+def test_an_os_error_names_the_flag_that_gave_the_path():
+    import argparse
+
+    from rlvr.cli import _flag_of
+
+    args = argparse.Namespace(cache="/data/c.jsonl", out=None, model="/m")
+    argv = ["eval", "--model", "/m", "--cache", "/data/c.jsonl"]
+    assert _flag_of(argv, args, "/data/c.jsonl") == "--cache " and _flag_of(argv, args, "/m/config.json") == "--model "
+    assert _flag_of(argv, args, "/elsewhere") == ""
+
+
+def test_ctrl_c_while_a_training_run_starts_is_a_message_and_leaves_no_run(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.cli.helpers import REPO
+
+    config, log = tiny_rl_config(tmp_path, tmp_path / "run", steps=50), tmp_path / "stderr.txt"
+    with log.open("w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "rlvr.cli", "train", str(config)], stdout=err, stderr=err,
+                                cwd=REPO)  # fmt: skip
+        t0 = time.monotonic()
+        while "resolved config" not in log.read_text() and proc.poll() is None and time.monotonic() - t0 < 120:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)  # while the model and the engine are being built
+        rc = proc.wait(timeout=120)
+    text = log.read_text()
+    assert rc == 130 and "Traceback" not in text and "stopped by SIGINT" in text, text[-3000:]
+    saved = sorted((tmp_path / "run" / "checkpoints").glob("step_*"))
+    if "before the first step finished; nothing was saved" not in text:  # a loaded machine: step 1 was done
+        assert saved and saved[-1].name in text and "--resume" in text, text[-3000:]
+    else:
+        assert not saved
