@@ -285,7 +285,7 @@ def test_ctrl_c_while_a_training_run_starts_is_a_message_and_leaves_no_run(tmp_p
     text = log.read_text()
     assert rc == 130 and "Traceback" not in text and "stopped by SIGINT" in text, text[-3000:]
     saved = sorted((tmp_path / "run" / "checkpoints").glob("step_*"))
-    if "before the first step finished; nothing was saved" not in text:  # a loaded machine: step 1 was done
-        assert saved and saved[-1].name in text and "--resume" in text, text[-3000:]
+    if saved:  # a loaded machine: step 1 finished before the signal; the message says how to go on
+        assert saved[-1].name in text and "--resume" in text, text[-3000:]
     else:
-        assert not saved
+        assert "nothing was saved" in text or "before anything was saved" in text, text[-3000:]
