@@ -55,3 +55,15 @@ def check_output_file(path: str | os.PathLike[str], what: str) -> Path:
                 raise MissingPathError(f"{what} {out}: {parent} is a file, not a directory; choose another path")
             break
     return out
+
+
+def unreadable(err: OSError, expect: str) -> str:
+    """Why an input file could not be opened, and what to do, for a message that starts with its path;
+    `expect` says what to pass instead of a directory ("a TOML file", "the JSONL file itself")."""
+    if isinstance(err, FileNotFoundError):
+        return "does not exist (file not found): check the path"
+    if isinstance(err, IsADirectoryError):
+        return f"is a directory: pass {expect}"
+    if isinstance(err, PermissionError):
+        return "cannot be read (permission denied): check its permissions (chmod +r)"
+    return f"cannot be read ({err.strerror or err})"

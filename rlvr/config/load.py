@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from rlvr.config.runs import PLANNED_STAGES, STAGES, Config
-from rlvr.errors import UserError
+from rlvr.errors import UserError, unreadable
 
 KINDS = STAGES
 
@@ -186,12 +186,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
     """The TOML table in `path` (UTF-8; a leading BOM is accepted), or a ConfigError naming the file."""
     try:
         raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"config file {str(path)!r} not found (see examples/*.toml)") from None
-    except IsADirectoryError:
-        raise ConfigError(f"config file {str(path)!r} is a directory: pass a TOML file (see examples/*.toml)") from None
     except OSError as exc:
-        raise ConfigError(f"config file {str(path)!r} cannot be read ({exc.strerror}): check its permissions") from None
+        raise ConfigError(f"config file {str(path)!r} {unreadable(exc, 'a TOML file')} (see examples/*.toml)") from None
     try:
         text = raw.decode("utf-8-sig")  # utf-8-sig: a BOM (Windows editors) is dropped, not a TOML error
     except UnicodeDecodeError as exc:

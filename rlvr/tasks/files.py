@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from rlvr.errors import UserError
+from rlvr.errors import UserError, unreadable
 from rlvr.tasks.base import VerifiedTask
 from rlvr.types import Example
 from rlvr.verifiers.math import math_equivalent, validate_golds, verify_math
@@ -50,14 +50,8 @@ def _open_binary(path: Path) -> Any:
     """`path` opened for reading bytes, or a DatasetError that names it and says what to do."""
     try:
         fh = path.open("rb")
-    except IsADirectoryError:
-        raise DatasetError(f"{path} is a directory, not a JSONL file: pass the file itself") from None
-    except PermissionError:
-        raise DatasetError(f"{path} cannot be read (permission denied): check its permissions (chmod +r)") from None
-    except FileNotFoundError:
-        raise DatasetError(f"{path} does not exist: check the path") from None
     except OSError as err:
-        raise DatasetError(f"{path} cannot be read ({err.strerror or err})") from None
+        raise DatasetError(f"{path} {unreadable(err, 'the JSONL file itself')}") from None
     if fh.peek(2)[:2] == GZIP_MAGIC:
         fh.close()
         raise DatasetError(f"{path} is gzip-compressed, not JSONL text: decompress it first "
