@@ -60,13 +60,14 @@ def _ids(x: Tensor, targets: Tensor) -> Tensor:  # one target per token [...] or
     return targets.unsqueeze(-1) if targets.dim() == x.dim() - 1 else targets
 
 
-def _chunk_stats(x: Tensor, targets: Tensor | None) -> tuple[Tensor, Tensor | None, Tensor]:
+def _chunk_stats(x: Tensor, targets: Tensor | None, entropy: bool = True) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """For tempered logits x [n, V] (this chunk's own copy: overwritten with log p, so a chunk costs two
-    [n, V] buffers, not four): (logsumexp [n], logp of targets [n] (or [n, M]) or None, entropy [n])."""
+    [n, V] buffers, not four): (logsumexp [n], logp of targets [n] (or [n, M]) or None, entropy [n] or
+    None when not asked for)."""
     lse = torch.logsumexp(x, dim=-1)
     logp_all = x.sub_(lse.unsqueeze(-1))
     lp = None if targets is None else logp_all.gather(-1, _ids(x, targets)).view(targets.shape)
-    ent = logp_all.exp().mul_(logp_all).sum(-1).neg_()
+    ent = logp_all.exp().mul_(logp_all).sum(-1).neg_() if entropy else None
     return lse, lp, ent
 
 
@@ -127,12 +128,13 @@ class _FromLogits(torch.autograd.Function):
 
 
 class _FromHidden(torch.autograd.Function):
-    """(logp at targets [B, T] or [B, T, M], entropy [B, T], argmax [B, T] when `want_argmax`, else empty)."""
+    """(logp at targets [B, T] or [B, T, M], entropy [B, T] (zeros, not differentiable, without
+    `want_entropy`), argmax [B, T] when `want_argmax`, else empty)."""
 
     @staticmethod
     def forward(
         ctx, hidden: Tensor, weight: Tensor, targets: Tensor | None, chunk_size: int, temperature: float,
-        want_argmax: bool = False,
+        want_argmax: bool = False, want_entropy: bool = True,
     ):  # fmt: skip
         B, T, _ = hidden.shape
         cdt = _compute_dtype(hidden.dtype)
@@ -142,15 +144,17 @@ class _FromHidden(torch.autograd.Function):
         for bs, ts in _blocks(B, T, chunk_size):
             x = (hidden[bs, ts] @ weight.t()).to(cdt).div_(temperature)
             tgt = None if targets is None else targets[bs, ts]
-            c_lse, c_lp, c_ent = _chunk_stats(x, tgt)
-            lse[bs, ts], ent[bs, ts] = c_lse, c_ent
+            c_lse, c_lp, c_ent = _chunk_stats(x, tgt, want_entropy)
+            lse[bs, ts] = c_lse
+            if c_ent is not None:
+                ent[bs, ts] = c_ent
             if c_lp is not None:
                 lp[bs, ts] = c_lp
             if want_argmax:
                 top[bs, ts] = x.argmax(-1)
         if targets is None:
             ctx.mark_non_differentiable(lp)
-        ctx.mark_non_differentiable(top)
+        ctx.mark_non_differentiable(top, *(() if want_entropy else (ent,)))
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(hidden, weight, targets, lse, ent)
         ctx.chunk_size, ctx.temperature = chunk_size, temperature
@@ -176,7 +180,7 @@ class _FromHidden(torch.autograd.Function):
                 grad_h[bs, ts] = (d_logits.to(weight.dtype) @ weight).to(hidden.dtype)
             if need_w:
                 grad_w += d_logits.reshape(-1, d_logits.shape[-1]).t() @ h.reshape(-1, h.shape[-1]).to(cdt)
-        return grad_h, None if grad_w is None else grad_w.to(weight.dtype), None, None, None, None
+        return grad_h, None if grad_w is None else grad_w.to(weight.dtype), None, None, None, None, None
 
 
 def _check(x: Tensor, targets: Tensor | None, name: str) -> None:
@@ -276,5 +280,5 @@ def gathered_logprobs_from_hidden(
     if ids.dim() != 3 or ids.shape[:2] != hidden.shape[:2]:
         raise ValueError(f"ids must be [B, T, M] with [B, T] = {tuple(hidden.shape[:2])}, got {tuple(ids.shape)}")
     _check(hidden, None, "hidden")
-    lp, _, top = _FromHidden.apply(hidden, lm_head_weight, ids.long(), chunk_size, temperature, True)
+    lp, _, top = _FromHidden.apply(hidden, lm_head_weight, ids.long(), chunk_size, temperature, True, False)
     return lp, top
