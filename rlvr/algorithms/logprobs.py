@@ -249,10 +249,10 @@ def token_logprobs_from_hidden(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     temperature: float = 1.0,
 ) -> Tensor:  # [B, T]
-    """`token_logprobs` of the logits `hidden @ lm_head_weight.T`, without materialising them."""
-    return logprobs_and_entropy_from_hidden(
-        hidden, lm_head_weight, targets, chunk_size=chunk_size, temperature=temperature
-    )[0]
+    """`token_logprobs` of the logits `hidden @ lm_head_weight.T`, without materialising them (and without
+    the per-chunk entropy pass that `logprobs_and_entropy_from_hidden` makes: SFT never reads it)."""
+    _check(hidden, targets, "hidden")
+    return _FromHidden.apply(hidden, lm_head_weight, targets.long(), chunk_size, temperature, False, False)[0]
 
 
 def entropy_from_hidden(

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from rlvr.algorithms.logprobs import logprobs_and_entropy_from_hidden
+from rlvr.algorithms.logprobs import token_logprobs_from_hidden
 from rlvr.trainer.batching import Sample
 from rlvr.trainer.forward import decoder_and_head, maybe_autocast
 
@@ -127,9 +127,7 @@ def packed_logprobs(
             attention_mask=None,  # the restarting position ids make the mask block-diagonal
             use_cache=False,
         ).last_hidden_state
-    logprobs, _ = logprobs_and_entropy_from_hidden(
-        hidden, weight.to(hidden.dtype), batch.targets.to(device), chunk_size=chunk_size
-    )
+    logprobs = token_logprobs_from_hidden(hidden, weight.to(hidden.dtype), batch.targets.to(device), chunk_size=chunk_size)
     return logprobs.float()
 
 
