@@ -27,7 +27,7 @@ import builtins
 from dataclasses import dataclass, field
 
 from rlvr.verifiers import _plaindata
-from rlvr.verifiers._session import Session
+from rlvr.verifiers._session import Channel
 
 SETUP_NODES = (
     ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Assign, ast.AnnAssign,
@@ -41,6 +41,10 @@ class Unsplittable(BaseException):
 
 class Abort(BaseException):
     """The sandbox timed out or died during a call; the run has no verdict."""
+
+
+class Overrun(BaseException):
+    """The judge itself ran past the run's deadline (raised by `_judgeproc`'s timer)."""
 
 
 class NotPlainData(Exception):
@@ -138,7 +142,7 @@ def _remote_exception(name: object, message: object) -> Exception:
 
 @dataclass
 class _Judge:
-    session: Session
+    session: Channel
     calls: int = 0
     exc_types: list[str] = field(default_factory=list)
     dead: bool = False  # the sandbox timed out, died or flooded: every later call aborts too
@@ -196,10 +200,11 @@ def bind_remote(ns: dict, names: dict, judge: _Judge) -> None:
             raise Unsplittable(f"tests use the program's {name!r}, a {str(desc[-1])[:40]}")
 
 
-def run_split(session: Session, p: Plan, names: dict) -> Outcome:
+def run_split(session: Channel, p: Plan, names: dict) -> Outcome:
     """Execute helpers and tests in the parent against the sandboxed program (see module doc).
 
     Raises Unsplittable (fall back to the weak mode) or Abort (timeout / death, no verdict).
+    Runs in the judge's own killable process (`_judgeproc`), never in the trainer's.
     """
     judge = _Judge(session)
     ns: dict = {"__name__": "tests", "__builtins__": builtins}
@@ -212,7 +217,7 @@ def run_split(session: Session, p: Plan, names: dict) -> Outcome:
         total += 0 if is_setup else 1
         try:
             exec(code, ns)
-        except (Unsplittable, Abort):
+        except (Unsplittable, Abort, Overrun):
             raise
         except BaseException as exc:  # a failing check (AssertionError, NameError, ...)
             if judge.unsplit:

@@ -63,49 +63,16 @@ def _harness_data() -> dict[str, bytes]:
     return {name: (_HERE / name).read_bytes() for name in HARNESS_FILES}
 
 
-class Session:
-    """A started harness; use as a context manager (`close()` on exit)."""
+class Channel:
+    """The harness's JSON-line request/reply pipes, written and read under one wall-clock deadline.
 
-    def __init__(
-        self,
-        spec: dict,
-        limits: Limits,
-        host: _bwrap.Host | None,
-        *,
-        stdin_data: bytes = b"",
-        proc_fs: bool = True,
-        extra_ro_binds: tuple[str, ...] = (),
-    ) -> None:
-        self.limits, self.failure, self.returncode = limits, "", None
-        self.deadline = time.monotonic() + limits.timeout_s + STARTUP_GRACE_S
-        self._buf, self._workdir, self._closed = b"", None, False
-        req_r, self._req_w = os.pipe()
-        self._rep_r, rep_w = os.pipe()
-        self._out, self._err, stdin_fd = _memfd("stdout"), _memfd("stderr"), _memfd("stdin", stdin_data)
-        try:
-            kw = {"stdin": stdin_fd, "stdout": self._out, "stderr": self._err, "pass_fds": (req_r, rep_w)}
-            argv = ["-I", "-S", "-B"]
-            if host is not None:
-                proc = ("fresh_proc",) if proc_fs else ("no_proc",)
-                self.isolation = host.isolation + proc + ("rlimits", "wall_timeout", "output_cap")
-                self.proc = _bwrap.start(
-                    host, [*argv, f"{_bwrap.SANDBOX_DIR}/_sandbox_child.py", str(req_r), str(rep_w)], _harness_data(),
-                    proc_fs=proc_fs, extra_ro_binds=extra_ro_binds, **kw,
-                )  # fmt: skip
-            else:
-                self.isolation = (*UNSAFE_ISOLATION, "rlimits", "wall_timeout", "output_cap")
-                self._workdir = tempfile.mkdtemp(prefix="rlvr-unsafe-sandbox-")
-                env = {**_bwrap.ENV, "HOME": self._workdir, "TMPDIR": self._workdir}
-                self.proc = subprocess.Popen(
-                    [sys.executable, *argv, str(_HERE / "_sandbox_child.py"), str(req_r), str(rep_w)],
-                    env=env, cwd=self._workdir, start_new_session=True, **kw,
-                )  # fmt: skip
-        finally:
-            for fd in (req_r, rep_w, stdin_fd):
-                os.close(fd)
-        self.send({**spec, **limits.spec()})
+    The parent's `Session` is one; the split judge's process (`_judgeproc`) builds another on
+    the same pipe ends (passed to it with SCM_RIGHTS), so `failure` there only records why.
+    """
 
-    # -- channel ----------------------------------------------------------------------------
+    def __init__(self, req_w: int, rep_r: int, deadline: float, buf: bytes = b"") -> None:
+        self._req_w, self._rep_r, self.deadline, self._buf, self.failure = req_w, rep_r, deadline, buf, ""
+
     def send(self, obj: dict) -> bool:
         data = (json.dumps(obj) + "\n").encode()
         view = memoryview(data)
@@ -142,13 +109,66 @@ class Session:
         line, self._buf = self._buf.split(b"\n", 1)
         try:
             msg = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # `[[[[...` from a program that found the reply pipe
             return {}
         return msg if isinstance(msg, dict) else {}
 
     def _fail(self, why: str) -> None:
         self.failure = self.failure or why
+
+    def pipes(self) -> tuple[int, int, bytes]:
+        """(request write end, reply read end, unread reply bytes): what a judge process needs."""
+        return self._req_w, self._rep_r, self._buf
+
+
+class Session(Channel):
+    """A started harness; use as a context manager (`close()` on exit)."""
+
+    def __init__(
+        self,
+        spec: dict,
+        limits: Limits,
+        host: _bwrap.Host | None,
+        *,
+        stdin_data: bytes = b"",
+        proc_fs: bool = True,
+        extra_ro_binds: tuple[str, ...] = (),
+    ) -> None:
+        self.limits, self.returncode, self._workdir, self._closed = limits, None, None, False
+        req_r, req_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        Channel.__init__(self, req_w, rep_r, time.monotonic() + limits.timeout_s + STARTUP_GRACE_S)
+        self._out, self._err, stdin_fd = _memfd("stdout"), _memfd("stderr"), _memfd("stdin", stdin_data)
+        try:
+            kw = {"stdin": stdin_fd, "stdout": self._out, "stderr": self._err, "pass_fds": (req_r, rep_w)}
+            argv = ["-I", "-S", "-B"]
+            if host is not None:
+                proc = ("fresh_proc",) if proc_fs else ("no_proc",)
+                self.isolation = host.isolation + proc + ("rlimits", "wall_timeout", "output_cap")
+                self.proc = _bwrap.start(
+                    host, [*argv, f"{_bwrap.SANDBOX_DIR}/_sandbox_child.py", str(req_r), str(rep_w)], _harness_data(),
+                    proc_fs=proc_fs, extra_ro_binds=extra_ro_binds, **kw,
+                )  # fmt: skip
+            else:
+                self.isolation = (*UNSAFE_ISOLATION, "rlimits", "wall_timeout", "output_cap")
+                self._workdir = tempfile.mkdtemp(prefix="rlvr-unsafe-sandbox-")
+                env = {**_bwrap.ENV, "HOME": self._workdir, "TMPDIR": self._workdir}
+                self.proc = subprocess.Popen(
+                    [sys.executable, *argv, str(_HERE / "_sandbox_child.py"), str(req_r), str(rep_w)],
+                    env=env, cwd=self._workdir, start_new_session=True, **kw,
+                )  # fmt: skip
+        finally:
+            for fd in (req_r, rep_w, stdin_fd):
+                os.close(fd)
+        self.send({**spec, **limits.spec()})
+
+    def _fail(self, why: str) -> None:
+        self.failure = self.failure or why
         _bwrap.kill(self.proc)
+
+    def fail(self, why: str) -> None:
+        """Kill the sandbox and record why (a judge process saw it time out or flood)."""
+        self._fail(why)
 
     # -- end --------------------------------------------------------------------------------
     def close(self) -> None:

@@ -30,13 +30,14 @@ HumanEval-style tasks pass the prompt as `helpers` (its helper functions, such a
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from rlvr.verifiers import _bwrap, _judge
+from rlvr.verifiers import _bwrap, _judge, _judgeproc
 from rlvr.verifiers._bwrap import SandboxIntegrityError, SandboxUnavailable
 from rlvr.verifiers._session import Limits, Session, failure_status
 
@@ -134,25 +135,45 @@ def _start(s: Session) -> tuple[dict | None, list[str]]:
     return msg, ([] if msg.get("ok") else [str(msg.get("exc", "Exception"))])
 
 
-def _run_split(program: str, p: _judge.Plan, limits: Limits, host, start: float) -> CodeResult | None:
+@dataclass(frozen=True, slots=True)
+class _Sources:
+    tests: str
+    helpers: str
+    entry_point: str | None
+
+
+def _judged(s: Session, reply: dict, start: float) -> CodeResult:
+    """The CodeResult for the judge process's reply (a verdict, or why there is none)."""
+    if "outcome" in reply:
+        passed, total, setup_failed, exc_types, _calls = reply["outcome"]
+        ok, status, detail = _verdict(passed, total, setup_failed, exc_types)
+        return _result(s, start, ok, status, (passed, total), detail=detail, guarantee="parent_judge")
+    if "error" in reply:
+        raise RuntimeError(f"judge: {reply['error']}")
+    why = str(reply.get("abort") or ("timeout" if "overrun" in reply else ""))
+    if why in ("timeout", "output_limit"):
+        s.fail(why)  # the judge saw the sandbox (or itself) overrun: kill the sandbox now
+    s.close()
+    status = why if why == "memory" else "crashed" if "died" in reply else failure_status(s, [])
+    detail = "the tests ran past the deadline on the program's values" if "overrun" in reply else ""
+    return _result(s, start, False, status, guarantee="parent_judge", detail=detail)
+
+
+def _run_split(program: str, p: _judge.Plan, src: _Sources, limits: Limits, host, start: float) -> CodeResult | None:
     """Split mode; None when the tests turn out not to be splittable."""
-    with Session({"mode": "split", "program": program, "names": list(p.remote)}, limits, host) as s:
+    spec = {"mode": "split", "program": program, "names": list(p.remote)}
+    with _judgeproc.POOL.lease() as judge, Session(spec, limits, host) as s:
         msg, excs = _start(s)
         if msg is None or not msg.get("ok"):
             s.close()
             return _result(s, start, False, failure_status(s, excs), guarantee="parent_judge")
         names = msg.get("names") if isinstance(msg.get("names"), dict) else {}
-        try:
-            out = _judge.run_split(s, p, names)
-        except _judge.Unsplittable:
+        reply = judge.judge(s, src.tests, src.helpers, src.entry_point, names, limits.memory_mb)
+        if "unsplittable" in reply:
             return None
-        except _judge.Abort:
-            s.close()
-            return _result(s, start, False, failure_status(s, []), guarantee="parent_judge")
+        result = _judged(s, reply, start)
         s.close()
-        passed, status, detail = _verdict(out.passed, out.total, out.setup_failed, out.exc_types)
-        counts = (out.passed, out.total)
-        return _result(s, start, passed, status, counts, detail=detail, guarantee="parent_judge")
+        return result
 
 
 def _run_weak(program: str, tests: str, limits: Limits, host, start: float) -> CodeResult:
@@ -219,8 +240,14 @@ def run_tests(
             False, "error", detail=f"tests or helpers do not parse: {type(exc).__name__}: {exc}"
         )
     try:
-        result = _run_split(str(program), p, limits, host, start)
-        return result if result is not None else _run_weak(str(program), str(tests), limits, host, start)
+        src = _Sources(str(tests), str(helpers), entry_point)
+        result = _run_split(str(program), p, src, limits, host, start)
+        if result is not None:
+            return result
+        left = timeout_s - (time.monotonic() - start)  # the weak rerun gets what split mode left
+        if left <= 0:
+            return CodeResult(False, "timeout", duration_s=time.monotonic() - start, detail="no time left for the weak mode")
+        return _run_weak(str(program), str(tests), dataclasses.replace(limits, timeout_s=left), host, start)
     except SandboxIntegrityError:
         raise
     except Exception as exc:  # a broken sandbox must not crash training
