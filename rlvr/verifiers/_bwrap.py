@@ -183,6 +183,7 @@ def host() -> Host:
         h = Host(bwrap, info["exe"], uid, gid, tuple(_root_args(info)))
         proc = start(h, ["-c", "print('ok')"], {}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         out, err = proc.communicate(timeout=30)
+        finish(proc)
         if proc.returncode == 0 and out.strip() == b"ok":
             return h
         raise SandboxUnavailable(f"bwrap cannot start a sandbox here: {err.decode(errors='replace')[-300:]}")
@@ -240,7 +241,9 @@ def start(
                 **_drop(h.uid, h.gid), **popen_kw,
             )  # fmt: skip
             os.close(own_fds.pop())  # our copy of the write end: EOF once bwrap has written or died
-            proc.rlvr_pid_namespace = _read_pid_namespace(info_r)  # type: ignore[attr-defined]
+            info = _read_info(info_r)
+            proc.rlvr_pid_namespace = info.get("pid-namespace")  # type: ignore[attr-defined]
+            proc.rlvr_child_pid = info.get("child-pid")  # type: ignore[attr-defined]
         finally:
             os.close(info_r)
         return proc
@@ -249,8 +252,9 @@ def start(
             os.close(fd)
 
 
-def _read_pid_namespace(fd: int) -> int | None:
-    """The inode of the sandbox's pid namespace from bwrap's `--info-fd` JSON (None: bwrap died first)."""
+def _read_info(fd: int) -> dict:
+    """bwrap's `--info-fd` JSON as ints: "pid-namespace" (an inode) and "child-pid" (the inner
+    bwrap, our grandchild); {} when bwrap died first."""
     data, deadline = b"", time.monotonic() + INFO_WAIT_S
     while time.monotonic() < deadline:
         if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
@@ -259,9 +263,10 @@ def _read_pid_namespace(fd: int) -> int | None:
         if not chunk:
             break
         data += chunk
-        with contextlib.suppress(ValueError):
-            return int(json.loads(data)["pid-namespace"])
-    return None
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            info = json.loads(data)
+            return {key: int(info[key]) for key in ("pid-namespace", "child-pid") if key in info}
+    return {}
 
 
 def kill(proc: subprocess.Popen) -> None:
@@ -293,7 +298,28 @@ def finish(proc: subprocess.Popen, grace_s: float = 2.0) -> int:
             raise SandboxIntegrityError(f"sandbox {proc.pid} (pid namespace {namespace}) survived SIGKILL")
         kill(proc)
         time.sleep(0.01)
+    _reap_orphan(getattr(proc, "rlvr_child_pid", None))
     return returncode
+
+
+def _reap_orphan(pid: int | None) -> None:
+    """Reap the inner bwrap if it was re-parented to us and left as a zombie.
+
+    When the outer bwrap dies first, its child goes to the nearest subreaper, which is this
+    process when it is PID 1 of a container without an init (or set PR_SET_CHILD_SUBREAPER):
+    nobody else would ever wait for it, and every run would leave one zombie (pids run out after
+    enough steps).  Only that pid is reaped, and only while it is our zombie child: no other
+    child's exit status (a Popen's) is taken.
+    """
+    if pid is None:
+        return
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        if fields[0] == b"Z" and int(fields[1]) == os.getpid():
+            os.waitpid(pid, os.WNOHANG)
+    except (OSError, ValueError, IndexError):
+        pass
 
 
 def _kill_namespace(inode: int | None) -> bool:
