@@ -15,7 +15,8 @@ Measures, in this order:
 
 `--attacks` instead times the worst programs a policy can write (sleeping or spinning past the
 deadline with SIGTERM/SIGXCPU ignored, a C-level `pause()`, a 100 MB line, a tmpfs fill, fd
-exhaustion, a slow call in split mode, a hash-flooded reply) under `timeout_s=5`, then runs 200
+exhaustion, a slow call in split mode, a hash-flooded reply) and the values that make the split judge spin or
+allocate (`JUDGE_BOMBS`) under `timeout_s=5`, then runs 200
 programs and prints this process's open fds and the host's live (non-zombie) processes before
 and after.
 
@@ -113,6 +114,16 @@ ATTACKS = {
 }
 
 
+# values the program picks that make the parent's judge spin or allocate (tests run in `_judgeproc`)
+JUDGE_BOMBS = {
+    "judge_c_loop": ("def f(x):\n    return 2 ** 60\n", "assert sum(range(f(1))) > 0\n"),
+    "judge_python_loop": ("def f(x):\n    return 2 ** 60\n", "assert all(k >= 0 for k in range(f(3)))\n"),
+    "judge_bignum_pow": ("def f(x):\n    return 3 if x == 1 else 10 ** 9\n", "assert pow(f(1), f(2)) > 0\n"),
+    "judge_1.5GB_string": ("def f(x):\n    return 3 << 29\n", "assert len(f(1) * 'x') > 0\n"),
+    "judge_sorted_1M": ("def f(x):\n    return list(range(10 ** 6, 0, -1))\n", "assert sorted(f(1))[0] == 0\n"),
+}
+
+
 def _live_processes() -> int:
     n = 0
     for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -129,6 +140,10 @@ def attacks() -> dict:
     for name, program in ATTACKS.items():
         start = time.perf_counter()
         r = run_tests(program, "assert set(f(2)) == {4}\nassert f(3) == 6\n", timeout_s=5.0)
+        out[name] = {"passed": r.passed, "status": r.status, "wall_s": round(time.perf_counter() - start, 2)}
+    for name, (program, tests) in JUDGE_BOMBS.items():
+        start = time.perf_counter()
+        r = run_tests(program, tests, timeout_s=5.0)
         out[name] = {"passed": r.passed, "status": r.status, "wall_s": round(time.perf_counter() - start, 2)}
     fds, procs = len(os.listdir("/proc/self/fd")), _live_processes()
     start = time.perf_counter()

@@ -6,7 +6,8 @@ the trusted `helpers` source (a task's prompt: HumanEval/32's `poly`, /38's `enc
 /50's `encode_shift`).  A helper function whose body is only a docstring / `pass` / `...` is the
 task's stub, hence remote, as is `entry_point`.
 
-`run_split` then executes helpers and tests here, in the parent, with each remote function bound
+`run_split` then executes helpers and tests outside the sandbox (in the judge's own killable
+process, `_judgeproc`, under the run's deadline), with each remote function bound
 to a `RemoteFunction` proxy: a call sends its arguments to the sandbox as plain data
 (`_plaindata`), the program's function runs there, and its result comes back as plain data, or
 fails the check (`NotPlainData`), or re-raises as the builtin exception the program raised.  So

@@ -24,6 +24,18 @@ sandbox and no object the program made is ever compared.  `CodeResult.guarantee`
   protected, but the pass signal comes from the untrusted interpreter (audit hook + nonce, which
   are defence in depth, not a boundary).
 
+The parent's judging is bounded too (`_judgeproc`): the split judge runs in a pooled worker
+process (never in the caller's, so it works from any thread) that gets the sandbox's pipes, an
+address-space limit of `memory_mb` above its own size and the run's deadline.  A value the program
+chose that makes the tests spin (`sum(range(f(1)))` with 2**60, a bignum `pow`) is stopped at the
+deadline: "timeout", reward 0 (a C-level loop by SIGKILL `_judgeproc.HARD_MARGIN_S` later, the
+worker restarts); one that makes them allocate GBs (`f(1) * "x"`) fails as "memory".  So a
+`run_tests` call ends within `timeout_s` + `_session.STARTUP_GRACE_S` + `HARD_MARGIN_S` (6.3 s
+measured at `timeout_s=5`), the weak rerun included (it gets only the time split mode left).
+`run_io` compares at most `max_output_bytes` of output per case in the parent (linear time) and
+applies `timeout_s` per case.  A killed sandbox's inner bwrap is reaped when it is re-parented to
+us (the trainer as PID 1 of a container without an init), so no zombie accumulates.
+
 HumanEval-style tasks pass the prompt as `helpers` (its helper functions, such as HumanEval/32's
 `poly`, are then the parent's own copies) and the `entry_point`.
 """
