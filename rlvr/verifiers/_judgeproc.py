@@ -22,7 +22,8 @@ judge runs in a persistent worker process that the parent kills when it overruns
 Frames on the socket: 8-byte big-endian length, then JSON.  Parent -> worker (with the two pipe
 ends): {"tests", "helpers", "entry_point", "names", "deadline", "buf", "memory_mb"}.  Worker ->
 parent: {"ready": true} once, then per job one of {"outcome": [passed, total, setup_failed,
-exc_types, calls]}, {"unsplittable": why}, {"abort": failure}, {"error": why}.
+exc_types, calls]}, {"unsplittable": why}, {"abort": failure}, {"error": why}, with
+"retire": true when the worker exits after this reply (its RSS passed `RETIRE_RSS_MB`).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 HARD_MARGIN_S = 0.25  # past the deadline: the soft timer had its chance, the worker is killed
 STARTUP_TIMEOUT_S = 60.0
 TICK_S = 0.05  # the soft timer repeats, so a test's bare `except:` cannot swallow it for good
-RETIRE_RSS_MB = 1024
+RETIRE_RSS_MB = 512
 _MAX_FRAME = 1 << 30
 
 
@@ -132,16 +133,18 @@ class Worker:
         }  # fmt: skip
         self.healthy = False  # until a verdict comes back
         try:
+            self.sock.settimeout(max(0.01, session.deadline + HARD_MARGIN_S - time.monotonic()))
             _send_frame(self.sock, job, (req_w, rep_r))
+            self.sock.settimeout(None)
             got = _recv_frame(self.sock, session.deadline + HARD_MARGIN_S)
-        except OSError:
+        except OSError:  # socket.timeout included
             got = None
         if got is None:
             overran = self.proc.poll() is None
             self.kill()
             return {"overrun": True} if overran else {"died": self.proc.returncode}
         _close_all(got[1])
-        self.healthy = True
+        self.healthy = not got[0].pop("retire", False)  # it exits after this reply: never reuse it
         return got[0]
 
     def kill(self) -> None:
@@ -288,8 +291,10 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle
     _send_frame(sock, {"ready": True})
     while (got := _recv_frame(sock)) is not None:
-        _send_frame(sock, _job(*got))
-        if _rss_mb() > RETIRE_RSS_MB:
+        reply = _job(*got)
+        retire = _rss_mb() > RETIRE_RSS_MB  # what a big job left behind stays with the process
+        _send_frame(sock, {**reply, "retire": True} if retire else reply)
+        if retire:
             return 0
     return 0
 

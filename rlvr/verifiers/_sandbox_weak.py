@@ -182,9 +182,10 @@ class _RewriteCompare(ast.NodeTransformer):
         return ast.copy_location(call, node)
 
 
-def compile_tests(source: str) -> tuple[list, frozenset, frozenset]:
+def compile_tests(source: str) -> tuple[list, frozenset, frozenset, frozenset]:
     """([(is_setup, line, code, names it binds)] per top-level statement, names read, names rebound
-    by `global`).  The code holds `_weak_guard`'s marker constants until `bind_constants`."""
+    by `global`, names read inside their own scopes or None when they need one namespace).  The code holds `_weak_guard`'s marker
+    constants until `bind_constants`."""
     import warnings
 
     tree = _weak_guard.RewriteCalls().visit(_RewriteCompare().visit(ast.parse(source, "<tests>")))
@@ -195,7 +196,9 @@ def compile_tests(source: str) -> tuple[list, frozenset, frozenset]:
             mod = ast.fix_missing_locations(ast.Module([stmt], []))
             code = compile(mod, "<tests>", "exec", dont_inherit=True, optimize=0)
             out.append((isinstance(stmt, _SETUP), stmt.lineno, code, _weak_guard.top_level_bindings(stmt)))
-    return (out, *_weak_guard.names_read_and_rebound(tree))
+    one_namespace = _weak_guard.class_body_reads(tree)  # see `public_globals`: then no split namespace
+    served = None if one_namespace else _weak_guard.names_served(tree)
+    return (out, *_weak_guard.names_read_and_rebound(tree), served)
 
 
 def disable_threads() -> None:
@@ -299,7 +302,7 @@ def main(
     _weak_guard.protocol_safe_iterators(builtins_pristine)
     try:
         program = compile(spec["program"], "<program>", "exec", dont_inherit=True, optimize=0)
-        tests, read, rebound = compile_tests(spec["tests"])
+        tests, read, rebound, served = compile_tests(spec["tests"])
     except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
         emit(out_fd, {"ev": "program", "ok": False, "exc": type(e).__name__})
         _exit(1)
@@ -310,14 +313,18 @@ def main(
         emit(out_fd, {"ev": "exc", "phase": "test", "type": "TestsTampered"})
         _exit(1)
 
-    guard = _weak_guard.Guard(tests_ns, builtins_pristine, read, rebound, void)
+    # a `global` statement writes the function's globals, which the top level would not see, and a
+    # class body's own reads skip `__missing__`: such (rare) tests keep one namespace (and the leak)
+    one = rebound or served is None
+    public = (tests_ns, None) if one else _weak_guard.public_globals(tests_ns, served, builtins_pristine)
+    guard = _weak_guard.Guard(tests_ns, builtins_pristine, read, rebound, void, public)
     table = guard.constants(cmp, chain)  # bound now: the hook denies `code.replace` (code.__new__)
     tests = [(s, line, _weak_guard.bind_constants(code, table), bound) for s, line, code, bound in tests]
     nonce = spec.pop("nonce")
     spec.clear()
     out, err = sys.stdout, sys.stderr
     disable_threads()
-    harness = (tests_ns, globals(), vars(_weak_guard), vars(sys.modules["__main__"]))
+    harness = (tests_ns, public[0], globals(), vars(_weak_guard), vars(sys.modules["__main__"]))
     install_hook(nonce, out_fd, os.write, harness)
     del nonce
     if not run_program(program, ns, out_fd):
@@ -331,7 +338,7 @@ def main(
         total += 0 if is_setup else 1
         try:
             guard.statement(bound)
-            _exec(code, tests_ns)
+            _exec(code, public[0], tests_ns)  # their functions' globals: the empty `public` dict
             guard.end_statement()
         except _base as e:
             guard.end_statement()

@@ -17,9 +17,15 @@ where it could swap the comparator, a builtin such as `all`, or a helper such as
 * a function of the tests (or a bound method of one) passed to a program function, alone or in
   a list or tuple, arrives as an opaque proxy that does not lead to its globals (`opaque`).
 
-Known limits (defence in depth, not a boundary): an instance of a class the tests define still
-leads to their globals (`type(obj).__init__.__globals__`), so the program can read them there;
-a swap made and undone by program code that runs implicitly (`__getattr__`, `__iter__`, ...)
+* the tests' own functions, classes and lambdas have globals that hold nothing
+  (`public_globals`): an instance of a class the tests define no longer leads to their bindings
+  (unless some test function has a `global` statement, or a class body reads a non-builtin name
+  in its own scope: then one namespace, as before).
+
+Known limits (defence in depth, not a boundary): through such an object the program can still ask
+the empty globals for a name *by name*, and gets it when the tests' own functions read it (a name
+only their top-level statements read is never answered); a test function's `__closure__` cells
+(a class defined inside `check(candidate)`) are readable; a swap made and undone by program code that runs implicitly (`__getattr__`, `__iter__`, ...)
 between a name's lookup and the call that uses it is not seen; a proxy cannot be re-entered
 (a test lambda that calls the program that calls the lambda again fails).
 """
@@ -56,6 +62,89 @@ def names_read_and_rebound(tree: ast.AST) -> tuple[frozenset, frozenset]:
     read = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
     rebound = {name for n in ast.walk(tree) if isinstance(n, ast.Global) for name in n.names}
     return frozenset(read | {"__builtins__"}), frozenset(rebound)
+
+
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+
+
+def names_served(tree: ast.AST) -> frozenset:
+    """Names read inside the tests' own functions, classes, lambdas and comprehensions: the only
+    ones their globals (`public_globals`) answer for."""
+    inner = {n for scope in ast.walk(tree) if isinstance(scope, _SCOPES) for n in ast.walk(scope)}
+    return frozenset({n.id for n in inner if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)} | {"__name__"})
+
+
+def class_body_reads(tree: ast.AST) -> frozenset:
+    """Non-builtin names a class body reads in its own scope (`class B: k = K`): its LOAD_NAME
+    looks in the globals without `__missing__`, so such tests keep one namespace."""
+    import builtins
+
+    out = set()
+    for cls in (n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)):
+        stack = list(cls.body)  # bases, keywords and decorators are read by the enclosing scope
+        while stack:
+            node = stack.pop()
+            if isinstance(node, _SCOPES):
+                continue  # a method's own reads go through `__missing__`
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load) and not hasattr(builtins, node.id):
+                out.add(node.id)
+            stack.extend(ast.iter_child_nodes(node))
+    return frozenset(out)
+
+
+def public_globals(tests_ns: dict, served: frozenset, builtins: dict):
+    """The globals of everything the tests define: (dict, check), see `Guard`.
+
+    The tests' top-level statements run with these as globals and `tests_ns` as locals, so the
+    tests' bindings (`WANT = {...}`) live only in `tests_ns`, and a function, class or lambda of
+    theirs has `__globals__` = this dict, which holds nothing but `__builtins__`: a program that
+    gets one of their instances (`type(obj).__init__.__globals__`) finds it empty.  A global read
+    by their code misses and `__missing__` answers from `tests_ns`, for the `served` names only;
+    `tests_ns` lives only in a suspended generator's frame (`gi_frame` is refused by the hook).
+    `__name__` ("tests") is the one other key: a class body's LOAD_NAME does not call `__missing__`.
+    `check()` is False once the program changed the dict or its class.
+    """
+    _KeyError, _type, _str, _len, _all, _zip, _vars = KeyError, type, str, len, all, zip, vars
+    _get, _keys = dict.get, dict.keys
+
+    def lookup():
+        name = yield
+        while True:
+            try:
+                reply = tests_ns[name] if name in served else _KeyError
+            except _KeyError:
+                reply = _KeyError
+            name = yield reply
+
+    gen = lookup()
+    next(gen)
+    send = gen.send
+
+    class Globals(dict):
+        __slots__ = ()
+
+        def __missing__(self, name):
+            value = send(name)
+            if value is _KeyError:
+                raise _KeyError(name)
+            return value
+
+    name = "tests"
+    public = Globals(__builtins__=builtins, __name__=name)  # a class's `__module__` reads `__name__`
+    cls_items = tuple(vars(Globals).items())
+
+    def check(rebound: frozenset) -> bool:  # identity and exact-str tests only: no program code runs
+        items = tuple(_vars(Globals).items())
+        return (
+            _type(public) is Globals
+            and _len(items) == _len(cls_items)
+            and _all(a[0] is b[0] and a[1] is b[1] for a, b in _zip(items, cls_items))
+            and _get(public, "__builtins__") is builtins
+            and _get(public, "__name__") is name
+            and _all(_type(k) is _str and (k in ("__builtins__", "__name__") or k in rebound) for k in _keys(public))
+        )
+
+    return public, check
 
 
 def top_level_bindings(stmt: ast.stmt) -> frozenset:
@@ -96,11 +185,14 @@ def protocol_safe_iterators(b: dict) -> None:
 class Guard:
     """What the tests bound, checked against their globals and builtins (see the module doc)."""
 
-    __slots__ = ("_builtins", "_current", "_ns", "_read", "_shadow", "_void")
+    __slots__ = ("_builtins", "_current", "_ns", "_public", "_read", "_rebound", "_shadow", "_void")
 
-    def __init__(self, tests_ns: dict, pristine: dict, read: frozenset, rebound: frozenset, void) -> None:
+    def __init__(
+        self, tests_ns: dict, pristine: dict, read: frozenset, rebound: frozenset, void, public=(None, None)
+    ) -> None:
         self._ns, self._builtins, self._void = tests_ns, pristine, void
         self._read, self._current, self._shadow = read - rebound, frozenset(), {}
+        self._public, self._rebound = public, rebound  # (globals of the tests' code, its check)
 
     def arm(self) -> None:
         """Take the snapshot: the tests' namespace is filled, no test statement has run."""
@@ -117,13 +209,16 @@ class Guard:
         self.check()
 
     def check(self) -> None:
+        if self._public[1] is not None and not self._public[1](self._rebound):
+            self._void()
         ns, builtins, current, get = self._ns, self._builtins, self._current, dict.get
         for name, (value, builtin) in dict.items(self._shadow):
             if name not in current and (get(ns, name, self) is not value or get(builtins, name, self) is not builtin):
                 self._void()
 
     def constants(self, cmp, chain) -> dict:
-        check, tests_ns, function, method = self.check, self._ns, types.FunctionType, types.MethodType
+        check, function, method = self.check, types.FunctionType, types.MethodType
+        tests_ns = self._ns if self._public[0] is None else self._public[0]  # the globals of their code
         globals_of, func_of, _type, _next, _isinstance = function.__globals__.__get__, method.__func__.__get__, type, next, isinstance
 
         def owned(x) -> bool:

@@ -105,6 +105,14 @@ def test_honest_programs_still_pass_in_split_and_weak_mode() -> None:
     assert weak.passed and weak.guarantee == "in_sandbox_judge"
 
 
+def test_garbage_on_the_reply_pipe_is_the_programs_failure_not_a_sandbox_error() -> None:
+    # `[[[[...` on every fd: json.loads raised RecursionError in the parent -> "sandbox_error"
+    spray = "import os\nfor fd in range(3, 30):\n    try:\n        os.write(fd, b'[' * 200000 + b'\\n')\n    except OSError:\n        pass\n"
+    for program in (spray + "def f(x):\n    return x\n", "def f(x):\n" + spray.replace("\n", "\n    ") + "return x\n"):
+        r = run_tests(program, "assert f(1) == 1\n", timeout_s=5.0)
+        assert not r.passed and r.status != "sandbox_error", r
+
+
 REAPER = r"""
 import ctypes, os, sys
 assert ctypes.CDLL(None).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER: as PID 1 would be
