@@ -271,6 +271,23 @@ def _normalise_output(text: str) -> str:
     return "\n".join(line.rstrip() for line in text.replace("\r\n", "\n").split("\n")).rstrip("\n")
 
 
+def _same_output(out: str, expected: str) -> bool:
+    """`_normalise_output(out) == _normalise_output(expected)` without normalising `out`: its lines
+    are compared in place and it stops at the first difference, so a program's (up to
+    `max_output_bytes`) output of blank or junk lines costs neither a list of its lines nor a copy
+    of each, and `expected` (trusted) is the only text normalised."""
+    want = _normalise_output(expected).split("\n")
+    text = out.replace("\r\n", "\n") if "\r\n" in out else out
+    pos = 0
+    for line in want:
+        end = text.find("\n", pos)
+        end = len(text) if end < 0 else end
+        if pos > len(text) or text[pos:end].rstrip() != line:
+            return False
+        pos = end + 1
+    return pos > len(text) or not text[pos:].strip()  # only blank lines may follow
+
+
 def _run_case(program: str, case: tuple[str, str], limits: Limits, host) -> tuple[str, tuple, tuple]:
     """One stdin/stdout case: (status or "" when it passed, (stdout, stderr) tails, isolation)."""
     stdin_text, expected = (str(x) for x in case)
@@ -281,7 +298,7 @@ def _run_case(program: str, case: tuple[str, str], limits: Limits, host) -> tupl
         if msg is None or not msg.get("ok") or s.failure or s.output_size() > limits.max_output_bytes:
             return failure_status(s, excs), tails, s.isolation
         out = s.output("stdout").decode("utf-8", "replace")
-        return ("" if _normalise_output(out) == _normalise_output(expected) else "failed"), tails, s.isolation
+        return ("" if _same_output(out, expected) else "failed"), tails, s.isolation
 
 
 def run_io(
