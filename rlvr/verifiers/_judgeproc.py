@@ -110,6 +110,8 @@ class Worker:
         ours, theirs = socket.socketpair()
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = "1"  # numpy in the tests: no per-core BLAS buffers against the RLIMIT_AS
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "rlvr.verifiers._judgeproc", str(theirs.fileno()), str(os.getpid())],

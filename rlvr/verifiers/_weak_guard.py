@@ -25,9 +25,9 @@ where it could swap the comparator, a builtin such as `all`, or a helper such as
 Known limits (defence in depth, not a boundary): through such an object the program can still ask
 the empty globals for a name *by name*, and gets it when the tests' own functions read it (a name
 only their top-level statements read is never answered); a test function's `__closure__` cells
-(a class defined inside `check(candidate)`) are readable; a swap made and undone by program code that runs implicitly (`__getattr__`, `__iter__`, ...)
-between a name's lookup and the call that uses it is not seen; a proxy cannot be re-entered
-(a test lambda that calls the program that calls the lambda again fails).
+(a class defined inside `check(candidate)`) are readable; a swap made and undone by program code
+that runs implicitly (`__getattr__`, `__iter__`, ...) between a name's lookup and the call that
+uses it is not seen.
 """
 
 import ast
@@ -243,8 +243,11 @@ class Guard:
                 check()
 
         def opaque(fn):
-            """A callable for `fn` that does not lead to it: `fn` lives only in a suspended
-            generator's frame (`gi_frame`, `gi_code` and `tb_frame` are refused by the hook)."""
+            """A callable for `fn` that does not lead to it: `fn` lives only in suspended
+            generators' frames (`gi_frame`, `gi_code` and `tb_frame` are refused by the hook).
+            A generator cannot be re-entered while it runs, so each nested call (the test function
+            calls the program, which calls the same proxy again) takes another holder, made by a
+            factory generator that never runs `fn` itself."""
 
             def holder():
                 request = yield
@@ -255,12 +258,22 @@ class Guard:
                         reply = (False, exc)
                     request = yield reply
 
-            gen = holder()
-            _next(gen)
-            send = gen.send
+            def factory():
+                while True:
+                    gen = holder()
+                    _next(gen)
+                    yield gen.send
+
+            make = factory().__next__
+            idle = [make()]
+            pop, push = idle.pop, idle.append
 
             def proxy(*args, **kwargs):
-                ok, value = send((args, kwargs))
+                send = pop() if idle else make()
+                try:
+                    ok, value = send((args, kwargs))
+                finally:
+                    push(send)
                 if ok:
                     return value
                 raise value

@@ -60,3 +60,11 @@ def test_a_name_the_tests_functions_read_is_not_answered_to_the_program() -> Non
     tests = BOX + "def want(v):\n    return WANT[v]\nassert get(Box(1)) == want(1)\n"
     program = "def get(b):\n    return type(b).__init__.__globals__['WANT'][b.v]\n"
     assert not run_tests(program, tests, timeout_s=5.0).passed
+
+
+def test_a_proxied_test_function_can_be_re_entered() -> None:
+    # the program keeps the proxy and calls it again from inside the test function's own call
+    program = "G = []\ndef start(f, n):\n    G.append(f)\n    return f(n)\ndef again(n):\n    return G[0](n)\n"
+    tests = "def step(n):\n    return 0 if n == 0 else 1 + again(n - 1)\nassert start(step, 3) == 3\n"
+    r = run_tests(program, tests, timeout_s=5.0)
+    assert r.passed and r.guarantee == "in_sandbox_judge", r
