@@ -189,6 +189,7 @@ def compile_tests(source: str) -> tuple[list, frozenset, frozenset, frozenset]:
     import warnings
 
     tree = _weak_guard.RewriteCalls().visit(_RewriteCompare().visit(ast.parse(source, "<tests>")))
+    tree = _weak_guard.RewriteLoads().visit(tree)
     out = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "'str' object is not callable": the markers

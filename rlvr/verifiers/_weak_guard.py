@@ -33,7 +33,7 @@ uses it is not seen.
 import ast
 import types
 
-CMP, CHAIN, CALL = "\0rlvr-cmp", "\0rlvr-chain", "\0rlvr-call"
+CMP, CHAIN, CALL, LOAD = "\0rlvr-cmp", "\0rlvr-chain", "\0rlvr-call", "\0rlvr-load"
 _FRAME_USERS = frozenset({"super", "locals", "vars", "dir", "globals", "eval", "exec", "breakpoint"})
 
 
@@ -46,6 +46,24 @@ class RewriteCalls(ast.NodeTransformer):
         if isinstance(func, ast.Constant) or (isinstance(func, ast.Name) and func.id in _FRAME_USERS):
             return node
         return ast.copy_location(ast.Call(ast.Constant(CALL), [func, *node.args], node.keywords), node)
+
+
+class RewriteLoads(ast.NodeTransformer):
+    """At the tests' top level, `name` -> `LOAD("name", name)`: the value is checked against what
+    the tests bound the moment it is read, so a swap that program code makes before the read and
+    undoes before the next check (an `__getattr__` run while the statement is evaluated) is seen.
+    Scopes (functions, lambdas, classes, comprehensions) are left alone: their names may be local."""
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if not isinstance(node.ctx, ast.Load):
+            return node
+        return ast.copy_location(ast.Call(ast.Constant(LOAD), [ast.Constant(node.id), node], []), node)
+
+    def _scope(self, node: ast.AST) -> ast.AST:
+        return node
+
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_Lambda = visit_ClassDef = _scope
+    visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _scope
 
 
 def bind_constants(code: types.CodeType, table: dict) -> types.CodeType:
@@ -280,6 +298,17 @@ class Guard:
 
             return proxy
 
+        guard, void, get = self, self._void, dict.get
+
+        def load(name, value):
+            entry = get(guard._shadow, name)  # `arm` replaces the dict: read it now
+            if entry is None or name in guard._current:
+                return value  # the statement rebinds it itself (or a `global` one: unguarded)
+            bound, builtin = entry
+            if value is not (builtin if bound is guard else bound):
+                void()
+            return value
+
         def guarded(f):
             def run(*args):
                 try:
@@ -289,4 +318,4 @@ class Guard:
 
             return run
 
-        return {CMP: guarded(cmp), CHAIN: guarded(chain), CALL: call}
+        return {CMP: guarded(cmp), CHAIN: guarded(chain), CALL: call, LOAD: load}

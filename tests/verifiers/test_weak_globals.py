@@ -68,3 +68,26 @@ def test_a_proxied_test_function_can_be_re_entered() -> None:
     tests = "def step(n):\n    return 0 if n == 0 else 1 + again(n - 1)\nassert start(step, 3) == 3\n"
     r = run_tests(program, tests, timeout_s=5.0)
     assert r.passed and r.guarantee == "in_sandbox_judge", r
+
+
+SWAP_BACK = """
+class O:
+    def __init__(s, b):
+        s.bi = type(b).__init__.__builtins__
+        s.real = s.bi['all']
+    def __getattr__(s, k):
+        if k == 'a':
+            s.bi['all'] = lambda *x: True
+            return True
+        s.bi['all'] = s.real
+        return False
+def get(b):
+    return O(b)
+"""
+
+
+def test_a_swap_undone_between_the_lookup_and_the_next_check_is_seen() -> None:
+    # `o.a` swaps the tests' `all` before it is read, `o.b` puts it back before the call's check
+    tests = "class Box:\n    def __init__(s, v): s.v = v\no = get(Box(1))\nassert o.a and all([o.b])\n"
+    r = run_tests(SWAP_BACK, tests, timeout_s=5.0)
+    assert not r.passed and r.guarantee == "in_sandbox_judge", r
