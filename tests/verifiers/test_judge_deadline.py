@@ -88,6 +88,19 @@ def test_the_deadline_holds_when_called_from_a_worker_thread() -> None:
     assert results and results[0].status == "timeout" and time.monotonic() - start < BOUND
 
 
+def test_a_worker_started_from_a_thread_outlives_that_thread() -> None:
+    # PR_SET_PDEATHSIG follows the thread that started the child: workers started from a
+    # scoring thread pool died with its threads, and the next honest call came back "crashed"
+    _judgeproc.POOL.close()
+    t = threading.Thread(target=lambda: run_tests("def f(x):\n    return x\n", "assert f(1) == 1\n"))
+    t.start()
+    t.join(timeout=30)
+    time.sleep(0.3)
+    with _judgeproc.POOL._lock:
+        assert _judgeproc.POOL._idle and all(w.proc.poll() is None for w in _judgeproc.POOL._idle)
+    assert run_tests("def f(x):\n    return x\n", "assert f(1) == 1\n").passed
+
+
 def test_the_weak_rerun_gets_only_the_time_split_mode_left() -> None:
     # split mode spends 1.2 s of 1.0 (+ grace) before the lambda makes it unsplittable; a weak
     # rerun with a fresh 1.0 s would pass after ~2.6 s
