@@ -225,12 +225,14 @@ def disable_threads() -> None:
     ext.cache_from_source = no_cache
 
 
-def install_hook(nonce: str, out_fd: int, write, protected: tuple) -> None:
+def install_hook(nonce: str, out_fd: int, write, protected: tuple):
     """Arm the audit hook (PEP 578): it denies introspection/escape events and owns the nonce.
 
     The nonce lives only in this closure.  The pass line is written when
     `sys.audit("rlvr.done", ...)` is raised directly by the caller's frame (identity checked),
     at most once.  Only exact `str` values are inspected, so no program code runs in the hook.
+    Returns `code_at(depth)`: the code object of the frame `depth` above its caller (or None),
+    for `_weak_guard.public_globals` to tell the tests' reads from the program's.
     """
     main_frame, get_frame = sys._getframe(1), sys._getframe
     type_, str_, int_, tuple_ = type, str, int, tuple
@@ -287,6 +289,17 @@ def install_hook(nonce: str, out_fd: int, write, protected: tuple) -> None:
 
     sys.addaudithook(hook)
 
+    def code_at(depth: int):
+        state["busy"] = True
+        try:
+            return get_frame(depth + 1).f_code
+        except value_error:
+            return None
+        finally:
+            state["busy"] = False
+
+    return code_at
+
 
 def main(
     spec: dict, out_fd: int, run_program, emit, _exec=exec, _base=BaseException, _audit=sys.audit
@@ -317,7 +330,7 @@ def main(
     # a `global` statement writes the function's globals, which the top level would not see, and a
     # class body's own reads skip `__missing__`: such (rare) tests keep one namespace (and the leak)
     one = rebound or served is None
-    public = (tests_ns, None) if one else _weak_guard.public_globals(tests_ns, served, builtins_pristine)
+    public = (tests_ns, None, None) if one else _weak_guard.public_globals(tests_ns, served, builtins_pristine)
     guard = _weak_guard.Guard(tests_ns, builtins_pristine, read, rebound, void, public)
     table = guard.constants(cmp, chain)  # bound now: the hook denies `code.replace` (code.__new__)
     tests = [(s, line, _weak_guard.bind_constants(code, table), bound) for s, line, code, bound in tests]
@@ -326,8 +339,10 @@ def main(
     out, err = sys.stdout, sys.stderr
     disable_threads()
     harness = (tests_ns, public[0], globals(), vars(_weak_guard), vars(sys.modules["__main__"]))
-    install_hook(nonce, out_fd, os.write, harness)
+    code_at = install_hook(nonce, out_fd, os.write, harness)
     del nonce
+    if public[1] is not None:
+        public[2](code_at, [code for _, _, code, _ in tests])
     if not run_program(program, ns, out_fd):
         _exit(1)
     emit(out_fd, {"ev": "program", "ok": True})

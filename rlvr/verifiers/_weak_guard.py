@@ -22,12 +22,10 @@ where it could swap the comparator, a builtin such as `all`, or a helper such as
   (unless some test function has a `global` statement, or a class body reads a non-builtin name
   in its own scope: then one namespace, as before).
 
-Known limits (defence in depth, not a boundary): through such an object the program can still ask
-the empty globals for a name *by name*, and gets it when the tests' own functions read it (a name
-only their top-level statements read is never answered); a test function's `__closure__` cells
-(a class defined inside `check(candidate)`) are readable; a swap made and undone by program code
-that runs implicitly (`__getattr__`, `__iter__`, ...) between a name's lookup and the call that
-uses it is not seen.
+Known limits (defence in depth, not a boundary): a test function's `__closure__` cells (a class
+defined inside `check(candidate)`) are readable; a swap made and undone by program code that runs
+implicitly (`__getattr__`, `__iter__`, ...) between a name's lookup and the call that uses it is
+seen at the tests' top level (`RewriteLoads`), not inside their own functions.
 """
 
 import ast
@@ -111,27 +109,31 @@ def class_body_reads(tree: ast.AST) -> frozenset:
 
 
 def public_globals(tests_ns: dict, served: frozenset, builtins: dict):
-    """The globals of everything the tests define: (dict, check), see `Guard`.
+    """The globals of everything the tests define: (dict, check, arm), see `Guard`.
 
     The tests' top-level statements run with these as globals and `tests_ns` as locals, so the
     tests' bindings (`WANT = {...}`) live only in `tests_ns`, and a function, class or lambda of
     theirs has `__globals__` = this dict, which holds nothing but `__builtins__`: a program that
     gets one of their instances (`type(obj).__init__.__globals__`) finds it empty.  A global read
-    by their code misses and `__missing__` answers from `tests_ns`, for the `served` names only;
-    `tests_ns` lives only in a suspended generator's frame (`gi_frame` is refused by the hook).
+    by their code misses and `__missing__` answers from `tests_ns`, for the `served` names only,
+    and only when the frame that read the name runs one of the tests' code objects (`arm`, by
+    identity: the program's `g["WANT"]` gets a KeyError); `tests_ns` lives only in a suspended
+    generator's frame (`gi_frame` is refused by the hook).
     `__name__` ("tests") is the one other key: a class body's LOAD_NAME does not call `__missing__`.
     `check()` is False once the program changed the dict or its class.
     """
-    _KeyError, _type, _str, _len, _all, _zip, _vars = KeyError, type, str, len, all, zip, vars
+    _KeyError, _type, _str, _len, _all, _zip, _vars, _id = KeyError, type, str, len, all, zip, vars, id
     _get, _keys = dict.get, dict.keys
+    trust: list = []  # [code_at, ids of the tests' code objects], set once the hook is armed
 
     def lookup():
         name = yield
         while True:
-            try:
-                reply = tests_ns[name] if name in served else _KeyError
-            except _KeyError:
-                reply = _KeyError
+            reply = _KeyError
+            # answered only to `__missing__` called by the tests' own code (a LOAD_GLOBAL there):
+            # frame 1 is our `__missing__`, frame 2 the code that read the name
+            if trust and trust[0](1) is missing_code and _id(trust[0](2)) in trust[1] and name in served:
+                reply = _get(tests_ns, name, _KeyError)
             name = yield reply
 
     gen = lookup()
@@ -150,6 +152,7 @@ def public_globals(tests_ns: dict, served: frozenset, builtins: dict):
     name = "tests"
     public = Globals(__builtins__=builtins, __name__=name)  # a class's `__module__` reads `__name__`
     cls_items = tuple(vars(Globals).items())
+    missing_code = Globals.__missing__.__code__
 
     def check(rebound: frozenset) -> bool:  # identity and exact-str tests only: no program code runs
         items = tuple(_vars(Globals).items())
@@ -162,7 +165,16 @@ def public_globals(tests_ns: dict, served: frozenset, builtins: dict):
             and _all(_type(k) is _str and (k in ("__builtins__", "__name__") or k in rebound) for k in _keys(public))
         )
 
-    return public, check
+    def arm(code_at, codes: list) -> None:
+        """Trust reads from these code objects (and the code nested in them), by identity."""
+        ids, todo = set(), list(codes)
+        while todo:
+            code = todo.pop()
+            ids.add(_id(code))  # alive as long as the tests are: an id is not reused meanwhile
+            todo.extend(c for c in code.co_consts if _type(c) is types.CodeType)
+        trust[:] = [code_at, ids]
+
+    return public, check, arm
 
 
 def top_level_bindings(stmt: ast.stmt) -> frozenset:

@@ -55,11 +55,23 @@ def test_honest_programs_keep_the_tests_semantics() -> None:
     assert run_tests("def get(b):\n    return b.v\n", class_body, timeout_s=5.0).passed  # one namespace
 
 
-@pytest.mark.xfail(strict=True, reason="open: a name the tests' own functions read is answered by name")
-def test_a_name_the_tests_functions_read_is_not_answered_to_the_program() -> None:
-    tests = BOX + "def want(v):\n    return WANT[v]\nassert get(Box(1)) == want(1)\n"
-    program = "def get(b):\n    return type(b).__init__.__globals__['WANT'][b.v]\n"
-    assert not run_tests(program, tests, timeout_s=5.0).passed
+READS = [
+    "g['WANT']", "g.__getitem__('WANT')", "type(g).__missing__(g, 'WANT')",
+    "type(g).__missing__.__closure__[0].cell_contents.__self__.send('WANT')",
+    "__import__('operator').getitem(g, 'WANT')",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("read", READS)
+def test_a_name_the_tests_functions_read_is_not_answered_to_the_program(read: str) -> None:
+    tests = BOX + "def want(v):\n    return WANT[v]\nassert get(Box(1)) == want(1)\nassert get(Box(5)) == want(5)\n"
+    program = (
+        "def get(b):\n    g = type(b).__init__.__globals__\n    try:\n"
+        f"        return {read}[b.v]\n    except Exception:\n        return -1\n"
+    )
+    r = run_tests(program, tests, timeout_s=5.0)
+    assert not r.passed and r.guarantee == "in_sandbox_judge", r
+    assert run_tests("def get(b):\n    return b.v + 1\n", tests, timeout_s=5.0).passed  # the tests still read it
 
 
 def test_a_proxied_test_function_can_be_re_entered() -> None:
