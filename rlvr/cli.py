@@ -7,7 +7,7 @@ trains, evaluates or verifies by itself.  Library modules are imported inside th
 One error path (`main`): a user error (`rlvr.errors.UserError`: config, data, paths, names, kinds, or a
 file the OS could not open) prints one block naming every problem and exits 2; SIGINT / SIGTERM stop
 the command after the current step, say what was saved and how to go on, and exit 130 / 143.  No
-traceback unless `--debug` or RLVR_DEBUG=1; a bug keeps its traceback (exit 1).
+traceback unless `--debug` or RLVR_DEBUG=1; a bug keeps its traceback, framed as a bug (exit 1).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import os
 import shlex
 import signal
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -349,6 +350,15 @@ def _report_error(command: str, err: BaseException, argv: list[str], args: argpa
     print("(run with --debug for the traceback)", file=sys.stderr)
 
 
+def _bug_line(err: BaseException) -> str:
+    """What the traceback above is: a package that does not import, or a bug in rlvr."""
+    if isinstance(err, ImportError) and err.name:
+        return (f"error: the package {err.name!r} does not import (not installed in this Python, or broken); "
+                "install what the README says (pip install -e .) and run again")  # fmt: skip
+    return (f"internal error: {type(err).__name__} is a bug in rlvr, not a mistake in your input; "
+            "please report it with the traceback above")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # a bad flag or choice: argparse's usage line, exit 2
     debug = bool(getattr(args, "debug", False)) or os.environ.get("RLVR_DEBUG", "") not in ("", "0")
@@ -367,8 +377,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rlvr {args.command}: stopped by SIGINT", file=sys.stderr, flush=True)
         return 130
     except Exception as err:
-        if debug or not (isinstance(err, UserError) or _user_os_error(err)):
+        if debug:
             raise
+        if not (isinstance(err, UserError) or _user_os_error(err)):
+            traceback.print_exc()
+            print(f"rlvr {args.command}: {_bug_line(err)}", file=sys.stderr)
+            return 1
         _report_error(args.command, err, sys.argv[1:] if argv is None else argv, args)
         return 2
     finally:

@@ -54,12 +54,12 @@ def positive(text: str) -> int:
 
 def make_task(args: argparse.Namespace) -> Any:
     """The task --task / --task-kwargs name; a bad name or kwarg is the user's (exit 2), naming the flag."""
-    from rlvr.tasks import make_task
+    from rlvr.tasks import make_task_with
 
     try:
-        return make_task(args.task, **(args.task_kwargs or {}))
+        return make_task_with(args.task, args.task_kwargs or {}, where="--task-kwargs {}")
     except UserError:
         raise
-    except (ValueError, TypeError) as exc:
+    except ValueError as exc:  # an unknown name, or a check of a user task's own
         flags = f"--task {args.task}" + (f" --task-kwargs '{json.dumps(args.task_kwargs)}'" if args.task_kwargs else "")
         raise UserError(f"{flags}: {exc}") from exc

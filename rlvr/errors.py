@@ -30,6 +30,16 @@ class MissingPathError(UserError, FileNotFoundError):
     """A path the user gave that does not exist or is not what it should be."""
 
 
+class TaskKwargError(UserError, ValueError):
+    """A task option (constructor keyword `arg`) that is wrong.  A constructor raises it with the bare
+    name; `rlvr.tasks.make_task` re-raises it with `where`, the place the user wrote it, filled in
+    (`task.kwargs.length`, `tasks.1.kwargs.length`, `--task-kwargs length`)."""
+
+    def __init__(self, arg: str, reason: str, where: str = "{}") -> None:
+        super().__init__(f"{where.format(arg)}: {reason}")
+        self.arg, self.reason = arg, reason
+
+
 class Stopped(KeyboardInterrupt):
     """The command was stopped by a signal; `message` says what was saved and how to go on."""
 

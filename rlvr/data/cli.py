@@ -3,7 +3,9 @@ library function, print its summary.  Library modules are imported inside the ha
 `rlvr --help` stays instant.  rlvr/cli.py wires it in with `add_data_parser(sub)`.
 
 A bad input (missing file, bad field, malformed row, bad setting) prints one `error:` line naming the
-file:line or field and what to do, and exits with status 2; nothing half-written is left behind.
+file:line or field and what to do, and exits with status 2; nothing half-written is left behind.  Only
+errors rlvr raises for input (`rlvr.errors.UserError`, flag values pydantic refuses, a path the OS could
+not open) are reported that way: any other exception is a bug and keeps its traceback (rlvr/cli.py).
 """
 
 from __future__ import annotations
@@ -25,6 +27,17 @@ def _json_object(text: str) -> dict:
         raise argparse.ArgumentTypeError(
             f'expected a JSON object like \'{{"path": "train.jsonl"}}\', got {text!r}'
         )
+    return value
+
+
+def _positive(text: str) -> int:
+    """argparse type for a count (--k, --limit, --batch-size, --max-new-tokens): an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
 
 
@@ -98,15 +111,15 @@ def add_data_parser(subparsers: Any) -> argparse.ArgumentParser:
         help='e.g. \'{"prompt_field": "problem"}\'',
     )
     p.add_argument("--split", default="train")
-    p.add_argument("--limit", type=int, default=None, help="the first N prompts only")
-    p.add_argument("--k", type=int, default=8, help="samples per prompt (default 8)")
+    p.add_argument("--limit", type=_positive, default=None, help="the first N prompts only")
+    p.add_argument("--k", type=_positive, default=8, help="samples per prompt (default 8)")
     p.add_argument(
         "--keep", default="(0, 1)", help="pass-rate range, e.g. '(0, 1)' or '[0.1, 0.9]' (default (0, 1))"
     )
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--batch-size", type=int, default=32, help="prompts per generate call")
+    p.add_argument("--max-new-tokens", type=_positive, default=256)
+    p.add_argument("--batch-size", type=_positive, default=32, help="prompts per generate call")
     p.add_argument("--out", default=None, help="kept prompts (a file task's original rows)")
     p.add_argument("--rates", default=None, help="pass rates, one JSON line per prompt")
     p.add_argument("--cache", default=None, help="resumable cache JSONL (rerun with it to continue)")
@@ -118,27 +131,36 @@ def add_data_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run_data_command(args: argparse.Namespace) -> int:
-    """Run the `data` subcommand in `args`; 0 on success, 2 (after one `error:` line) on bad input."""
-    from rlvr.data.io import DataError
+    """Run the `data` subcommand in `args`; 0 on success, 2 (after one `error:` line) on bad input.
+    Anything that is not the user's input escapes to `rlvr.cli.main`, which frames it as a bug."""
+    from rlvr.errors import UserError
 
     handlers = {"dedup": _dedup, "decontam": _decontam, "filter-difficulty": _filter_difficulty}
     try:
         summary = handlers[args.data_command](args)
-    except (DataError, ValueError, FileNotFoundError) as err:  # pydantic's ValidationError is a ValueError
-        print(f"rlvr data {args.data_command}: error: {_flag_message(err)}", file=sys.stderr)
+    except (UserError, FileNotFoundError, PermissionError, IsADirectoryError) as err:
+        if not isinstance(err, UserError) and getattr(err, "filename", None) is None:
+            raise  # an OS error about no path the user gave: not theirs to fix
+        text = str(err) if isinstance(err, UserError) else f"{err.filename}: {err.strerror}"
+        print(f"rlvr data {args.data_command}: error: {text}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2))
     return 0
 
 
-def _flag_message(err: BaseException) -> str:
-    """A settings ValidationError as one line per flag (`--threshold 2.0: ...`); any other error as it is."""
+def _settings(make: Any, **flags: Any) -> Any:
+    """`make(**flags)` (a pydantic settings model); a value it refuses is a UserError naming the flag
+    (`--threshold 2.0: ...`), a cross-flag check its message."""
     from pydantic import ValidationError
 
-    if not isinstance(err, ValidationError):
-        return str(err)
-    return "; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')} {e.get('input')!r}: {e['msg']}"
-                     for e in err.errors())  # fmt: skip
+    from rlvr.errors import UserError
+
+    try:
+        return make(**flags)
+    except ValidationError as err:
+        lines = [f"--{'.'.join(map(str, e['loc'])).replace('_', '-')} {e.get('input')!r}: {e['msg']}" if e["loc"]
+                 else e["msg"].removeprefix("Value error, ") for e in err.errors()]  # fmt: skip
+        raise UserError("; ".join(lines)) from None
 
 
 def _source(args: argparse.Namespace, path: str | None = None, field: str | None = None) -> Any:
@@ -155,8 +177,8 @@ def _print_settings(settings: dict[str, Any]) -> None:
 def _dedup(args: argparse.Namespace) -> dict[str, Any]:
     from rlvr.data.duplicates import DedupConfig, dedup_file
 
-    config = DedupConfig(
-        method=args.method, ngram=args.ngram, num_perm=args.num_perm, threshold=args.threshold,
+    config = _settings(
+        DedupConfig, method=args.method, ngram=args.ngram, num_perm=args.num_perm, threshold=args.threshold,
         bands=args.bands, rows=args.rows, workers=args.workers, seed=args.seed,
     )  # fmt: skip
     _print_settings(config.model_dump())
@@ -167,7 +189,7 @@ def _dedup(args: argparse.Namespace) -> dict[str, Any]:
 def _decontam(args: argparse.Namespace) -> dict[str, Any]:
     from rlvr.data.decontam import DecontamConfig, decontaminate_file
 
-    config = DecontamConfig(n=args.n, min_tokens=args.min_tokens)
+    config = _settings(DecontamConfig, n=args.n, min_tokens=args.min_tokens)
     _print_settings({**config.model_dump(), "action": args.action, "eval": args.eval})
     evals = [_source(args, path, args.eval_field or args.field) for path in args.eval]
     result = decontaminate_file(
@@ -180,15 +202,24 @@ def _decontam(args: argparse.Namespace) -> dict[str, Any]:
 def _filter_difficulty(args: argparse.Namespace) -> dict[str, Any]:
     from rlvr.data.difficulty import PassRange, filter_by_difficulty, write_kept
     from rlvr.data.io import write_rows
+    from rlvr.errors import UserError
     from rlvr.rollout.base import SamplingParams
-    from rlvr.tasks import make_task
+    from rlvr.tasks import make_task_with
 
-    keep = PassRange.parse(args.keep)
+    try:
+        keep = PassRange.parse(args.keep)
+    except ValueError as err:
+        raise UserError(f"--keep {args.keep!r}: {err}") from None
     kwargs = dict(args.task_kwargs or {})
     if args.input is not None:
         kwargs["path"] = args.input
-    task = make_task(args.task, **kwargs)
-    examples = list(task.examples(args.split))[: args.limit]
+    try:
+        task = make_task_with(args.task, kwargs, where="--task-kwargs {}")
+    except ValueError as err:
+        if isinstance(err, UserError):
+            raise
+        raise UserError(f"--task {args.task}: {err}") from None  # an unknown task name
+    examples = _examples(task, args.split)[: args.limit]
     engine, tokenizer = _engine(args.model)
     stop = () if tokenizer.eos_token_id is None else (int(tokenizer.eos_token_id),)
     params = SamplingParams(temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
@@ -205,6 +236,25 @@ def _filter_difficulty(args: argparse.Namespace) -> dict[str, Any]:
     if args.out is not None:
         write_kept(result, task, args.out, split=args.split)
     return result.summary()
+
+
+def _examples(task: Any, split: str) -> list[Any]:
+    """The split's examples; a split the task does not have, or ids that repeat (the pass-rate cache
+    is keyed by id), is the user's to fix."""
+    from rlvr.errors import UserError
+
+    try:
+        examples = list(task.examples(split))
+    except ValueError as err:
+        if isinstance(err, UserError):
+            raise
+        raise UserError(f"--split {split}: {err}") from None
+    ids = [ex.id for ex in examples]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise UserError(f"example id {dup!r} appears twice in the {split} split: the pass-rate cache is keyed "
+                        "by id; dedup the file (rlvr data dedup) or set the task's id_field to a unique field")  # fmt: skip
+    return examples
 
 
 def _engine(model_dir: str) -> tuple[Any, Any]:

@@ -15,6 +15,7 @@ import random
 import re
 from typing import Any
 
+from rlvr.errors import TaskKwargError
 from rlvr.tasks.base import ProceduralTask
 from rlvr.types import Example
 from rlvr.verifiers.region import extract_answer
@@ -162,10 +163,11 @@ class ArithmeticTask(ProceduralTask):
     name = "arithmetic"
 
     def __init__(self, *, digits: int = 2, ops: str = "+", n_terms: int = 2, **kw: Any) -> None:
-        if digits < 1 or n_terms < 2 or not ops or set(ops) - set(OPS):
-            raise ValueError(
-                f"arithmetic needs digits >= 1, n_terms >= 2 and ops from {OPS!r}; got {digits}, {n_terms}, {ops!r}"
-            )
+        for name, value, least in (("digits", digits, 1), ("n_terms", n_terms, 2)):
+            if value < least:
+                raise TaskKwargError(name, f"arithmetic needs {name} >= {least}; got {value}")
+        if not ops or set(ops) - set(OPS):
+            raise TaskKwargError("ops", f"arithmetic needs ops from {OPS!r} (e.g. \"+-\"); got {ops!r}")
         super().__init__(**kw)
         self.digits, self.ops, self.n_terms = digits, "".join(dict.fromkeys(ops)), n_terms
 

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from rlvr.errors import TaskKwargError
 from rlvr.types import Example, Score
 from rlvr.verifiers.format import think_answer_format
 from rlvr.verifiers.region import ANSWER_CLOSE, ANSWER_OPEN, THINK_CLOSE, THINK_OPEN, extract_answer
@@ -209,7 +210,7 @@ def resolve_template(template: str | Template) -> Template:
     if isinstance(template, Template):
         return template
     if template not in TEMPLATES:
-        raise ValueError(f"unknown template {template!r}: choose one of {sorted(TEMPLATES)}")
+        raise TaskKwargError("template", f"unknown template {template!r}: choose one of {sorted(TEMPLATES)}")
     return TEMPLATES[template]
 
 
@@ -218,8 +219,8 @@ def resolve_weights(weights: Mapping[str, float] | None) -> dict[str, float]:
     out = dict(DEFAULT_WEIGHTS)
     for name, value in (weights or {}).items():
         if name not in DEFAULT_WEIGHTS:
-            raise ValueError(
-                f"unknown reward part {name!r} in weights: the parts are {sorted(DEFAULT_WEIGHTS)}"
+            raise TaskKwargError(
+                "weights", f"unknown reward part {name!r} in weights: the parts are {sorted(DEFAULT_WEIGHTS)}"
             )
         out[name] = float(value)
     return out
@@ -310,7 +311,10 @@ class ProceduralTask(VerifiedTask):
     ):
         super().__init__(**kw)
         if not 0.0 < test_fraction < 1.0:
-            raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+            raise TaskKwargError("test_fraction", f"test_fraction must be in (0, 1), got {test_fraction}")
+        for name, count in (("n_train", n_train), ("n_test", n_test)):
+            if count < 0:
+                raise TaskKwargError(name, f"{name} is a number of problems, >= 0; got {count}")
         self.seed, self.test_fraction = seed, test_fraction
         self.counts = {"train": int(n_train), "test": int(n_test)}
         self._cache: dict[str, list[Example]] = {}

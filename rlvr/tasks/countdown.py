@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from rlvr.errors import TaskKwargError
 from rlvr.tasks.base import ProceduralTask
 from rlvr.types import Example
 from rlvr.verifiers.countdown import countdown_value, verify_countdown
@@ -102,11 +103,15 @@ class CountdownTask(ProceduralTask):
         failed_attempts: int = 0,
         **kw: Any,
     ) -> None:
-        if not 2 <= n_numbers <= 6 or max_number < 2 or not 1 <= target_min <= target_max:
-            raise ValueError(
-                f"countdown needs 2 <= n_numbers <= 6, max_number >= 2 and 1 <= target_min <= target_max; "
-                f"got n_numbers={n_numbers}, max_number={max_number}, target {target_min}..{target_max}"
-            )
+        for name, value, ok, need in (
+            ("n_numbers", n_numbers, 2 <= n_numbers <= 6, "2 <= n_numbers <= 6"),
+            ("max_number", max_number, max_number >= 2, "max_number >= 2"),
+            ("target_min", target_min, target_min >= 1, "target_min >= 1"),
+            ("target_max", target_max, target_max >= target_min, f"target_max >= target_min = {target_min}"),
+            ("failed_attempts", failed_attempts, failed_attempts >= 0, "failed_attempts >= 0"),
+        ):
+            if not ok:
+                raise TaskKwargError(name, f"countdown needs {need}; got {value}")
         super().__init__(**kw)
         self.n_numbers, self.max_number = n_numbers, max_number
         self.target_min, self.target_max = target_min, target_max

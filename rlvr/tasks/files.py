@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from rlvr.errors import UserError, unreadable
+from rlvr.errors import TaskKwargError, UserError, unreadable
 from rlvr.tasks.base import VerifiedTask
 from rlvr.types import Example
 from rlvr.verifiers.math import math_equivalent, validate_golds, verify_math
@@ -36,6 +36,10 @@ DATA_EXTRA = "install the optional data dependencies: pip install 'rlvr[data]'"
 
 class DatasetError(UserError, ValueError):
     """A dataset file or row that cannot be used; the message names the file, line and field."""
+
+
+class DatasetKwargError(DatasetError, TaskKwargError):
+    """A FileTask option that names no usable dataset (`path`): both a DatasetError and a TaskKwargError."""
 
 
 def infer_format(path: Path) -> str:
@@ -166,9 +170,11 @@ class FileTask(VerifiedTask):
         **kw: Any,
     ) -> None:
         super().__init__(**kw)
+        if not str(path).strip():  # Path("") is the current directory
+            raise DatasetKwargError("path", "is empty: set it to a .jsonl or .parquet file or a dataset directory")
         self.path = Path(path)
         if not self.path.exists():
-            raise DatasetError(f"dataset {self.path} does not exist")
+            raise DatasetKwargError("path", f"dataset {self.path} does not exist")
         self.format = format or infer_format(self.path)
         for value, options, what in [
             (self.format, FORMATS, "format"),
@@ -177,9 +183,12 @@ class FileTask(VerifiedTask):
             (on_error, ("raise", "skip"), "on_error"),
         ]:
             if value not in options:
-                raise DatasetError(f"FileTask {what}={value!r}: choose one of {list(options)}")
+                raise TaskKwargError(what, f"FileTask {what}={value!r}: choose one of {list(options)}")
         if kind == "code" and not tests_field:
-            raise DatasetError("FileTask kind='code' needs tests_field= (the field holding the test source)")
+            raise TaskKwargError("tests_field", "FileTask kind='code' needs tests_field= (the field holding the test source)")
+        if not timeout_s > 0 or memory_mb < 1:
+            bad = "timeout_s" if not timeout_s > 0 else "memory_mb"
+            raise TaskKwargError(bad, f"the code sandbox's {bad} must be positive; got {locals()[bad]}")
         self.prompt_field, self.answer_field, self.gold_style = prompt_field, answer_field, gold_style
         self.tests_field, self.kind, self.id_field, self.on_error = tests_field, kind, id_field, on_error
         self.split, self.validate = split, validate

@@ -14,6 +14,7 @@ import random
 import re
 from typing import Any
 
+from rlvr.errors import TaskKwargError
 from rlvr.tasks.base import ProceduralTask
 from rlvr.types import Example
 from rlvr.verifiers.region import extract_answer
@@ -50,8 +51,11 @@ class SortTask(ProceduralTask):
     name = "sort"
 
     def __init__(self, *, length: int = 4, max_value: int = 99, **kw: Any) -> None:
-        if length < 2 or max_value + 1 < length:
-            raise ValueError(f"sort needs length >= 2 and max_value + 1 >= length; got {length}, {max_value}")
+        if length < 2:
+            raise TaskKwargError("length", f"sort needs length >= 2 (numbers per problem); got {length}")
+        if max_value + 1 < length:
+            raise TaskKwargError("max_value", f"sort draws {length} distinct numbers from 0..max_value, so it needs "
+                                 f"max_value >= length - 1 = {length - 1}; got {max_value}")  # fmt: skip
         super().__init__(**kw)
         self.length, self.max_value = length, max_value
 

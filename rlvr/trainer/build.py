@@ -171,18 +171,22 @@ def fuse_kernels(model: nn.Module, choice: bool | str) -> int:
     return kernels.fuse(model)
 
 
-def build_task(cfg: TaskConfig | Sequence[TaskConfig]) -> Any:
-    """One task, or a `TaskMixture` of several (weights from each [[tasks]] row)."""
-    from rlvr.tasks import make_task
+def build_task(cfg: TaskConfig | Sequence[TaskConfig], key: str = "task") -> Any:
+    """One task, or a `TaskMixture` of several (weights from each [[tasks]] row); a bad option is named
+    by its config key (`task.kwargs.length`, `tasks.1.kwargs.length`)."""
+    from rlvr.errors import TaskKwargError
+    from rlvr.tasks import make_task_with
 
     if not isinstance(cfg, TaskConfig):
         if len(cfg) == 1:
             return build_task(cfg[0])
         from rlvr.tasks.mixture import TaskMixture
 
-        return TaskMixture([build_task(c) for c in cfg], [c.weight for c in cfg])
+        return TaskMixture([build_task(c, f"tasks.{i}") for i, c in enumerate(cfg)], [c.weight for c in cfg])
     try:
-        return make_task(cfg.name, **cfg.kwargs)
+        return make_task_with(cfg.name, cfg.kwargs, where=f"{key}.kwargs.{{}}")
+    except TaskKwargError:
+        raise
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"task: cannot build task {cfg.name!r} with kwargs {cfg.kwargs}: {exc}") from exc
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rlvr.tasks import R1_SYSTEM_PROMPT, TASKS, Task, make_task
+from rlvr.tasks import R1_SYSTEM_PROMPT, TASKS, Task, make_task, make_task_with
 from rlvr.tasks.arithmetic import ArithmeticTask
 from rlvr.tasks.sort import SortTask
 from rlvr.types import Example
@@ -96,7 +96,7 @@ def test_registry_builds_every_task_and_checks_kwargs():
     ):
         make_task("arithmetic", digitz=3)
     with pytest.raises(
-        ValueError, match=r"cannot build task 'file': .*missing 1 required positional argument: 'path'"
+        ValueError, match=r"kwargs.path: is required and missing: add it to the task's kwargs \(task 'file'\)"
     ):
         make_task("file")
     # inherited knobs (seed, template, weights) count as valid
@@ -105,6 +105,28 @@ def test_registry_builds_every_task_and_checks_kwargs():
         match=r"'n_terms', 'n_test', 'n_train', 'ops', 'seed', 'system_prompt', 'template', 'test_fraction', 'weights'",
     ):
         make_task("arithmetic", bogus=1)
+
+
+def test_registry_checks_each_kwarg_against_its_annotation():
+    from rlvr.errors import TaskKwargError, UserError
+
+    assert make_task("sort", length="3", max_value=9.0).length == 3  # as a config key takes "3" and 9.0
+    for kwargs, needle in [
+        ({"length": "abc"}, r"kwargs.length: got 'abc' \(str\): input should be a valid integer"),
+        ({"length": 2.5}, r"kwargs.length: got 2.5 .*fractional part"),
+        ({"length": True}, r"kwargs.length: got True, a boolean, where a number is needed \(expected int; default 4\)"),
+        ({"length": None}, r"kwargs.length: got None"),
+        ({"max_value": [9]}, r"kwargs.max_value: got \[9\] \(list\)"),
+        ({"n_train": -1}, r"kwargs.n_train: n_train is a number of problems, >= 0; got -1"),
+        ({"test_fraction": "x"}, r"kwargs.test_fraction: got 'x'.*valid number"),
+        ({"weights": {"format": "x"}}, r"kwargs.weights: .*weights\['format'\]: input should be a valid number"),
+        ({"template": 3}, r"kwargs.template: got 3 \(int\).*expected str \| Template"),
+    ]:
+        with pytest.raises(TaskKwargError, match=needle) as info:
+            make_task("sort", **kwargs)
+        assert isinstance(info.value, UserError) and isinstance(info.value, ValueError)
+    with pytest.raises(TaskKwargError, match=r"^tasks.1.kwargs.ops: arithmetic needs ops from"):
+        make_task_with("arithmetic", {"ops": "^"}, where="tasks.1.kwargs.{}")
 
 
 def test_registry_escape_hatch():
