@@ -99,10 +99,18 @@ def _train(args: argparse.Namespace, kind: str | None) -> int:
     from rlvr.trainer.resume import Resume
 
     resume = Resume(or_start=args.resume_or_start, force=args.force) if args.resume or args.resume_or_start else False
+    out_dir = Path(config.run.out_dir)
+    created = not out_dir.exists()
     try:
         result = train(config, resume=resume)
-    except Stopped as stop:
-        raise Stopped(stop.signal_name, stop.message or "before the first step finished; nothing was saved") from None
+    except BaseException as err:  # stopped or failed before the first step: leave no empty run behind
+        from rlvr.trainer.run import discard_unstarted
+
+        if created and main_rank:
+            discard_unstarted(out_dir)
+        if isinstance(err, Stopped):
+            raise Stopped(err.signal_name, err.message or "before the first step finished; nothing was saved") from None
+        raise
     if result.status == "interrupted":
         again = shlex.join(["rlvr", args.command, args.config, *(f"--set={x}" for x in args.set or []), "--resume"])
         saved = f"checkpoint {result.checkpoint}" if result.checkpoint else "no checkpoint"

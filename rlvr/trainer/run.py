@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
+import re
+import shutil
 import signal
 import threading
 import time
@@ -97,12 +100,74 @@ def step_seed(seed: int, step: int, attempt: int = 0) -> int:
     return (seed * 1_000_003 + step * 1_009 + attempt) % 2**31
 
 
+# what rlvr writes in a stage's run directory; anything else there is the user's and is never touched
+RUN_ENTRIES = frozenset({"config.json", "provenance.json", "metrics.jsonl", "samples.jsonl", "resumes.jsonl",
+                         "config_history", "checkpoints", "eval", "tb", "report.html"})  # fmt: skip
+# rlvr's own temporary names: a checkpoint being written (checkpoint.save_checkpoint, dist_checkpoint.save)
+# and config.json being replaced (config.save_config); a crash mid-write leaves one behind
+_CKPT_TEMP = re.compile(r"^\.step_\d{6,}\.tmp-[A-Za-z0-9_]+$")
+_CONFIG_TEMP = re.compile(r"^\.config\.[A-Za-z0-9_]+\.json$")
+
+
+def clean_stale_temps(run_dir: Path) -> list[Path]:
+    """Delete the half-written checkpoints and config files a crash left in `run_dir` (only rlvr's own
+    temporary names); returns what was removed.  Called before a run starts or resumes, on rank 0."""
+    found = [p for p in (run_dir / "checkpoints").glob(".step_*") if _CKPT_TEMP.match(p.name) and p.is_dir()]
+    found += [p for p in run_dir.glob(".config.*") if _CONFIG_TEMP.match(p.name) and p.is_file()]
+    for path in found:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return found
+
+
+def logged_steps(run_dir: Path) -> int:
+    """Rows in run_dir/metrics.jsonl (0 when there is none): the steps a run there has recorded."""
+    try:
+        with (run_dir / "metrics.jsonl").open("rb") as fh:
+            return sum(1 for line in fh if line.strip())
+    except OSError:
+        return 0
+
+
+def _check_fresh_start(run_dir: Path) -> None:
+    """A new run may start in a missing or empty directory, or over a run that was stopped before its first
+    step (rlvr's own files only, no step logged).  Anything else is refused: nothing is overwritten."""
+    entries = sorted(p.name for p in run_dir.iterdir()) if run_dir.is_dir() else []
+    foreign = [name for name in entries if name not in RUN_ENTRIES]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise RunDirError(f"run.out_dir = {str(run_dir)!r} is not empty and is not an rlvr run directory (it holds "
+                          f"{shown}): rlvr does not write among other files; set run.out_dir to a new or empty "
+                          "directory (to continue an rlvr run, point run.out_dir at its directory and pass --resume)")  # fmt: skip
+    steps = logged_steps(run_dir)
+    if steps:
+        raise RunDirError(f"run.out_dir = {str(run_dir)!r} holds a run that logged {steps} step(s) in metrics.jsonl "
+                          "but saved no checkpoint, so it cannot be resumed and a new run would overwrite it: "
+                          "set run.out_dir to a new directory (or delete this one to start over)")  # fmt: skip
+
+
+def discard_unstarted(run_dir: Path) -> bool:
+    """Remove `run_dir` when a run created it and was stopped before its first step: it holds only rlvr's own
+    files, no checkpoint and no logged step.  True when removed (anything else there keeps it)."""
+    if not run_dir.is_dir() or latest_checkpoint(run_dir) is not None or logged_steps(run_dir):
+        return False
+    if any(p.name not in RUN_ENTRIES for p in run_dir.iterdir()):
+        return False
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return not run_dir.exists()
+
+
 def prepare_run_dir(out_dir: str, resume: bool | Resume | None) -> tuple[Path, Path | None]:
     """(run_dir, checkpoint to resume from).  Refuses to overwrite a run's checkpoints without --resume,
-    and refuses --resume where there is nothing to resume (unless `Resume(or_start=True)`)."""
+    refuses --resume where there is nothing to resume (unless `Resume(or_start=True)`), and starts a new
+    run only where nothing would be overwritten (`_check_fresh_start`).  Stale temporaries are cleaned."""
     run_dir, mode = Path(out_dir), resume_mode(resume)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"run.out_dir = {str(run_dir)!r} is a file, not a directory; set run.out_dir to a directory")
+    if run_dir.is_dir() and os.environ.get("RANK", "0") == "0":
+        clean_stale_temps(run_dir)
     ckpt = latest_checkpoint(run_dir)
     if ckpt is not None and mode is None:
         raise RunDirError(
@@ -115,6 +180,8 @@ def prepare_run_dir(out_dir: str, resume: bool | Resume | None) -> tuple[Path, P
             "drop --resume to start a new run there, check run.out_dir, or pass --resume-or-start "
             "to resume when there is a checkpoint and start fresh when there is none"
         )
+    if ckpt is None:
+        _check_fresh_start(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:  # a parent that is a file, a read-only or virtual file system, no permission
