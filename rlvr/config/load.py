@@ -61,6 +61,9 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
         node = out
         for i, part in enumerate(parents):
             node = node.setdefault(part, {})
+            if isinstance(node, list):
+                raise ConfigError(f"override {item!r}: {'.'.join(parents[: i + 1])} is a list of tables ([[{part}]] "
+                                  "rows), which --set cannot reach into: edit that row in the config file")  # fmt: skip
             if not isinstance(node, dict):
                 raise ConfigError(
                     f"override {item!r}: {'.'.join(parents[: i + 1])} is a value, not a section"
@@ -82,6 +85,9 @@ def _walk(model: type[BaseModel], loc: Sequence[Any]) -> tuple[list[str], list[t
     current: list[type[BaseModel]] = [model]
     kept: list[str] = []
     for part in loc[:-1]:
+        if part.isdigit():  # an item of a list of tables (`tasks.1`): the same models
+            kept.append(part)
+            continue
         fields = [m.model_fields[part] for m in current if part in m.model_fields]
         if fields:
             kept.append(part)
@@ -112,12 +118,23 @@ def _describe(model: type[BaseModel], err: Mapping[str, Any]) -> str:
         return f"missing config key {key!r}: add it to the file or pass --set {key}=..."
     if err["type"] == "value_error" and not loc:
         return str(err["ctx"]["error"]) if "ctx" in err else err["msg"]
-    return f"config key {key!r}: {err['msg']} (got {err.get('input')!r})"
+    return f"config key {key!r}: {err['msg'].removeprefix('Value error, ')} (got {err.get('input')!r})"
 
 
 def _problems(model: type[BaseModel], exc: ValidationError) -> list[str]:
-    """One line per problem (a cross-field check's message may hold several lines)."""
-    return [line for e in exc.errors() for line in _describe(model, e).split("\n") if line.strip()]
+    """One line per problem (a cross-field check's message may hold several lines).  A list that is too
+    short only because one of its items was refused (`tasks` after a bad `tasks.0`) is not a second problem."""
+    errors = exc.errors()
+    refused = {tuple(e["loc"][:i]) for e in errors for i in range(1, len(e["loc"]))}
+    errors = [e for e in errors if not (e["type"] == "too_short" and tuple(e["loc"]) in refused)]
+    return [line for e in errors for line in _describe(model, e).split("\n") if line.strip()]
+
+
+def _as_written(problems: list[str], data: Mapping[str, Any]) -> list[str]:
+    """A one-task config's problems named as the user wrote them: `task.kwargs`, not `tasks.0.kwargs`."""
+    if "task" not in data or "tasks" in data:
+        return problems
+    return [re.sub(r"'tasks\.0([.'])", r"'task\1", p) for p in problems]
 
 
 def _pruned(data: Any, loc: Sequence[Any]) -> bool:
@@ -169,7 +186,7 @@ def parse_config(data: Mapping[str, Any], *, kind: str | None = None, source: st
     try:
         return model.model_validate(data)  # type: ignore[return-value]
     except ValidationError as exc:
-        problems = _problems(model, exc) + _cross_field_problems(model, data, exc)
+        problems = _as_written(_problems(model, exc) + _cross_field_problems(model, data, exc), data)
         raise problems_error(source, list(dict.fromkeys(problems))) from None
 
 

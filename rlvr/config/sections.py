@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rlvr.config.lora import LoRAConfig
 from rlvr.config.parts import (
@@ -233,6 +233,13 @@ class RunConfig(Section):
     threads: int | None = Field(default=None, ge=1)  # torch.set_num_threads; None: torch's default
     progress: bool = True  # tqdm bar on the console
     tensorboard: bool = True  # when the tensorboard package is installed
+
+    @field_validator("out_dir")
+    @classmethod
+    def _a_directory(cls, value: str) -> str:
+        if not value.strip():  # Path("") is the current directory: a run would write among its files
+            raise ValueError("is empty: set it to the directory the run writes (e.g. runs/my_run)")
+        return value
 
 
 class EvalConfig(Section):

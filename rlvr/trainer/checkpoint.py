@@ -142,6 +142,13 @@ def load_weights(model: nn.Module, ckpt: Path) -> None:
     for f in files:
         with corrupt_as_user_error(ckpt, f):
             weights.update(load_file(str(f)))
+    own = model.state_dict()
+    shapes = [f"{n} {tuple(w.shape)} in the checkpoint, {tuple(own[n].shape)} in the model" for n, w in weights.items()
+              if n in own and tuple(w.shape) != tuple(own[n].shape)]  # fmt: skip
+    if shapes:  # load_state_dict would raise a RuntimeError listing every tensor
+        raise ConfigError(f"checkpoint {ckpt} holds a model of another shape ({len(shapes)} tensors differ, e.g. "
+                          f"{shapes[0]}): resume with the model.path / model.preset the run started with "
+                          "(see the run's config.json), or start a new run in a new run.out_dir")  # fmt: skip
     missing, unexpected = model.load_state_dict(weights, strict=False)
     params = dict(model.named_parameters(remove_duplicate=False))
     loaded = {id(params[n]) for n in weights if n in params}
