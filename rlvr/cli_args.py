@@ -54,10 +54,13 @@ def positive(text: str) -> int:
 
 def make_task(args: argparse.Namespace) -> Any:
     """The task --task / --task-kwargs name; a bad name or kwarg is the user's (exit 2), naming the flag."""
-    from rlvr.tasks import make_task_with
+    from rlvr.errors import TaskKwargError
+    from rlvr.tasks import make_task
 
     try:
-        return make_task_with(args.task, args.task_kwargs or {}, where="--task-kwargs {}")
+        return make_task(args.task, **(args.task_kwargs or {}))
+    except TaskKwargError as err:  # named as the user wrote it
+        raise TaskKwargError(err.arg, err.reason, "--task-kwargs {}") from None
     except UserError:
         raise
     except ValueError as exc:  # an unknown name, or a check of a user task's own
