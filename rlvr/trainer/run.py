@@ -131,11 +131,17 @@ def logged_steps(run_dir: Path) -> int:
         return 0
 
 
+def _holds_a_run(path: Path) -> bool:
+    """A folder that is itself a run directory (`rlvr demo` runs its SFT stage in OUT/sft, then GRPO in OUT)."""
+    return path.is_dir() and any((path / name).exists() for name in ("config.json", "metrics.jsonl", "checkpoints"))
+
+
 def _check_fresh_start(run_dir: Path) -> None:
     """A new run may start in a missing or empty directory, or over a run that was stopped before its first
-    step (rlvr's own files only, no step logged).  Anything else is refused: nothing is overwritten."""
-    entries = sorted(p.name for p in run_dir.iterdir()) if run_dir.is_dir() else []
-    foreign = [name for name in entries if name not in RUN_ENTRIES]
+    step (rlvr's own files only, no step logged; folders that are runs themselves may sit beside them).
+    Anything else is refused: nothing is overwritten."""
+    entries = sorted(run_dir.iterdir()) if run_dir.is_dir() else []
+    foreign = [p.name for p in entries if p.name not in RUN_ENTRIES and not _holds_a_run(p)]
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise RunDirError(f"run.out_dir = {str(run_dir)!r} is not empty and is not an rlvr run directory (it holds "

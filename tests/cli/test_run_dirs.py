@@ -75,7 +75,10 @@ def test_a_folder_left_by_a_start_that_was_stopped_takes_a_new_run(tmp_path):
     (out / "metrics.jsonl").write_text("")
     (out / "checkpoints").mkdir()
     (out / "checkpoints" / ".step_000001.tmp-abcd1234").mkdir()
+    (out / "sft").mkdir()  # a stage's run beside it: `rlvr demo` runs SFT in OUT/sft, then GRPO in OUT
+    (out / "sft" / "config.json").write_text("{}")
     _ok(rlvr("train", str(tiny_rl_config(tmp_path, out, steps=1))))
+    assert (out / "sft" / "config.json").read_text() == "{}"
     assert (out / "checkpoints" / "step_000001").is_dir() and not (out / "checkpoints" / ".step_000001.tmp-abcd1234").exists()
 
 
