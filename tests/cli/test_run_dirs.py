@@ -5,6 +5,7 @@ a `.step_N.tmp-*` temporary that the next run or resume ignores and deletes (onl
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -92,14 +93,16 @@ def _wait(path: Path, needle: str, proc: subprocess.Popen, timeout: float = 120)
 
 
 def _start(config: Path, log: Path, *extra: str) -> subprocess.Popen:
+    """`rlvr train` in the background; unbuffered, so "resolved config" is in the log when it is printed."""
+    env = {k: v for k, v in os.environ.items() if k != "RLVR_DEBUG"} | {"PYTHONUNBUFFERED": "1"}
     with log.open("w") as err:
         return subprocess.Popen([sys.executable, "-m", "rlvr.cli", "train", str(config), *extra], stdout=err,
-                                stderr=err, cwd=REPO)  # fmt: skip
+                                stderr=err, cwd=REPO, env=env)  # fmt: skip
 
 
 def test_ctrl_c_at_startup_leaves_no_folder_behind(tmp_path):
     out, log = tmp_path / "run", tmp_path / "log.txt"
-    config = tiny_rl_config(tmp_path, out, steps=40)
+    config = tiny_rl_config(tmp_path, out, steps=400)
     proc = _start(config, log)
     _wait(log, "resolved config", proc)
     proc.send_signal(signal.SIGINT)  # while the model and the engine are being built
