@@ -24,7 +24,7 @@ from typing import Any
 
 from rlvr.cli_args import json_object, ks, ks_any, make_task, positive
 from rlvr.cli_distill import add_distill_parser
-from rlvr.errors import Stopped, UserError
+from rlvr.errors import Stopped, UserError, bug_line
 
 # argparse choices that need no heavy import (kept equal to rlvr.models.tiny.PRESETS by a test)
 PRESETS = ("1m", "5m", "15m", "33m", "50m")
@@ -358,15 +358,6 @@ def _report_error(command: str, err: BaseException, argv: list[str], args: argpa
     print("(run with --debug for the traceback)", file=sys.stderr)
 
 
-def _bug_line(err: BaseException) -> str:
-    """What the traceback above is: a package that does not import, or a bug in rlvr."""
-    if isinstance(err, ImportError) and err.name:
-        return (f"error: the package {err.name!r} does not import (not installed in this Python, or broken); "
-                "install what the README says (pip install -e .) and run again")  # fmt: skip
-    return (f"internal error: {type(err).__name__} is a bug in rlvr, not a mistake in your input; "
-            "please report it with the traceback above")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)  # a bad flag or choice: argparse's usage line, exit 2
     debug = bool(getattr(args, "debug", False)) or os.environ.get("RLVR_DEBUG", "") not in ("", "0")
@@ -389,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         if not (isinstance(err, UserError) or _user_os_error(err)):
             traceback.print_exc()
-            print(f"rlvr {args.command}: {_bug_line(err)}", file=sys.stderr)
+            print(f"rlvr {args.command}: {bug_line(err)}", file=sys.stderr)
             return 1
         _report_error(args.command, err, sys.argv[1:] if argv is None else argv, args)
         return 2

@@ -77,3 +77,12 @@ def unreadable(err: OSError, expect: str) -> str:
     if isinstance(err, PermissionError):
         return "cannot be read (permission denied): check its permissions (chmod +r)"
     return f"cannot be read ({err.strerror or err})"
+
+
+def bug_line(err: BaseException) -> str:
+    """What a traceback the CLI printed is: a package that does not import, or a bug in rlvr (exit 1)."""
+    if isinstance(err, ImportError) and err.name:
+        return (f"error: the package {err.name!r} does not import (not installed in this Python, or broken); "
+                "install what the README says (pip install -e .) and run again")  # fmt: skip
+    return (f"internal error: {type(err).__name__} is a bug in rlvr, not a mistake in your input; "
+            "please report it with the traceback above")
