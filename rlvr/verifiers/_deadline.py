@@ -12,8 +12,9 @@ The child enforces a soft deadline per item itself (SIGALRM on its own main thre
 item overruns, answers `on_timeout` for it, restarts the child and resends the remaining items.
 
 Lifecycle: nothing starts at import; the child starts on the first call.  It is killed at
-interpreter exit (atexit), exits by itself when its stdin closes (the parent died), and a
-forked copy of the parent never reuses the parent's child (pid check).
+interpreter exit (atexit), exits by itself when its stdin closes (the parent died), is killed by
+the kernel when the parent dies while it is busy in C (`_lifeline`: the child gets the parent's pid
+as argv[1]), and a forked copy of the parent never reuses the parent's child (pid check).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from rlvr.verifiers import _lifeline
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
 STARTUP_TIMEOUT_S = 120.0  # importing sympy on a loaded 2-core box can take a while
@@ -64,8 +67,8 @@ class DeadlineWorker:
     def _start(self) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", self.module],
+        self._proc = _lifeline.spawn(  # the child calls `_lifeline.die_with(argv[1])`
+            [sys.executable, "-m", self.module, str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

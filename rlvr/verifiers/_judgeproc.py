@@ -17,9 +17,8 @@ judge runs in a persistent worker process that the parent kills when it overruns
   loop) it SIGKILLs the worker, then kills the sandbox itself: the verdict is "timeout";
 * idle workers are pooled (one per concurrent caller); a fresh one starts before the sandbox, so
   its start-up is never charged to the program's time.  A worker dies with its parent
-  (PR_SET_PDEATHSIG, so workers are started from one long-lived thread: the signal follows the
-  thread that started the child), is never reused across `fork()`, and retires when it has grown
-  large.
+  (`_lifeline`: PR_SET_PDEATHSIG, workers started from one long-lived thread), is never reused
+  across `fork()`, and retires when it has grown large.
 
 Frames on the socket: 8-byte big-endian length, then JSON.  Parent -> worker (with the two pipe
 ends): {"tests", "helpers", "entry_point", "names", "deadline", "buf", "memory_mb"}.  Worker ->
@@ -35,7 +34,6 @@ import contextlib
 import functools
 import json
 import os
-import queue
 import select
 import signal
 import socket
@@ -46,7 +44,7 @@ import threading
 import time
 from pathlib import Path
 
-from rlvr.verifiers import _judge
+from rlvr.verifiers import _judge, _lifeline
 from rlvr.verifiers._session import Channel
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
@@ -106,36 +104,6 @@ def _close_all(fds: list[int]) -> None:
 
 
 # -- parent side ------------------------------------------------------------------------------
-_spawner: tuple[int, queue.SimpleQueue] | None = None
-_spawner_lock = threading.Lock()
-
-
-def _spawn(argv: list[str], **popen_kw) -> subprocess.Popen:
-    """Popen from one long-lived thread: PR_SET_PDEATHSIG fires when the *thread* that started the
-    child exits, so a worker started from a scoring thread pool would die with that thread."""
-    global _spawner
-    with _spawner_lock:
-        if _spawner is None or _spawner[0] != os.getpid():  # none yet, or we are a fork
-            _spawner = (os.getpid(), queue.SimpleQueue())
-            threading.Thread(target=_serve_spawns, args=(_spawner[1],), daemon=True, name="rlvr-judge-spawner").start()
-        requests = _spawner[1]
-    box: queue.SimpleQueue = queue.SimpleQueue()
-    requests.put((argv, popen_kw, box))
-    ok, value = box.get()
-    if not ok:
-        raise value
-    return value
-
-
-def _serve_spawns(requests: queue.SimpleQueue) -> None:
-    while True:
-        argv, popen_kw, box = requests.get()
-        try:
-            box.put((True, subprocess.Popen(argv, **popen_kw)))
-        except BaseException as exc:  # handed to the caller
-            box.put((False, exc))
-
-
 class Worker:
     """One judge process (see the module doc); `judge` is not thread-safe, the pool leases it."""
 
@@ -146,7 +114,7 @@ class Worker:
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = "1"  # numpy in the tests: no per-core BLAS buffers against the RLIMIT_AS
         try:
-            self.proc = _spawn(
+            self.proc = _lifeline.spawn(
                 [sys.executable, "-m", "rlvr.verifiers._judgeproc", str(theirs.fileno()), str(os.getpid())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL, env=env, start_new_session=True,
@@ -310,18 +278,9 @@ def _job(req: dict, fds: list[int]) -> dict:
         _close_all(fds)  # before the reply: the harness must see EOF when the parent closes
 
 
-def _die_with(parent: int) -> None:
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:
-        os._exit(0)
-
-
 def main(argv: list[str]) -> int:
     sock = socket.socket(fileno=int(argv[1]))
-    _die_with(int(argv[2]))
+    _lifeline.die_with(int(argv[2]))
     signal.signal(signal.SIGALRM, _on_alarm)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle
     _send_frame(sock, {"ready": True})

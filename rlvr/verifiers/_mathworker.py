@@ -23,7 +23,7 @@ import sys
 from functools import lru_cache
 from typing import Any
 
-from rlvr.verifiers import _mathchars, _mathtext
+from rlvr.verifiers import _lifeline, _mathchars, _mathtext
 from rlvr.verifiers._mathtext import braces_balanced
 
 MEMORY_LIMIT_BYTES = 4 << 30  # a bignum bomb hits MemoryError instead of swapping the host
@@ -244,6 +244,8 @@ def main() -> None:
     import os
     import resource
 
+    if len(sys.argv) > 1:  # the parent's pid (`_deadline`): die with it, even when busy in C
+        _lifeline.die_with(int(sys.argv[1]))
     _, hard = resource.getrlimit(resource.RLIMIT_AS)
     limit = MEMORY_LIMIT_BYTES if hard == resource.RLIM_INFINITY else min(MEMORY_LIMIT_BYTES, hard)
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
