@@ -27,11 +27,13 @@ from typing import Any, Protocol
 
 import torch
 
+import rlvr
 from rlvr.config import ConfigError, save_config
-from rlvr.provenance import provenance
+from rlvr.errors import UserError
+from rlvr.provenance import git_commit, provenance
 from rlvr.trainer import dist_checkpoint, distributed
 from rlvr.trainer import resume as resuming
-from rlvr.trainer.checkpoint import step_of
+from rlvr.trainer.checkpoint import STATE_FILE, CheckpointError, step_of
 from rlvr.trainer.logging import RunLogger
 from rlvr.trainer.run import (
     Callback,
@@ -78,6 +80,35 @@ def run_stage(config: Any, make_stage: Callable[[], Stage], *, resume: bool | re
     return result
 
 
+def _written_by(run_dir: Path) -> str:
+    try:
+        record = json.loads((run_dir / "provenance.json").read_text(encoding="utf-8"))
+        return f"rlvr {record['rlvr_version']} (commit {record.get('git_commit') or 'unknown'})"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "an unknown rlvr version (no readable provenance.json)"
+
+
+def _restore(stage: Stage, state: dict[str, Any], ckpt: Path, run_dir: Path) -> None:
+    """`stage.load_state_dict(state)`; a state that does not fit this stage (another rlvr version wrote it,
+    or the config changed what the optimizer holds) is a user error naming the checkpoint and both versions."""
+    try:
+        if not isinstance(state.get("step"), int):
+            raise KeyError("step")
+        stage.load_state_dict(state)
+    except (KeyError, ValueError, TypeError, IndexError, RuntimeError) as err:
+        if isinstance(err, UserError):
+            raise
+        what = (f"has no {err.args[0]!r} entry, which this {stage.kind} stage reads" if isinstance(err, KeyError)
+                and err.args else f"does not fit this {stage.kind} stage")  # fmt: skip
+        raise CheckpointError(
+            f"checkpoint {ckpt}: its trainer state ({STATE_FILE}) {what} "
+            f"({type(err).__name__}: {str(err)[:200]}); it was written by {_written_by(run_dir)}, this is rlvr "
+            f"{rlvr.__version__} (commit {git_commit() or 'unknown'}): resume with the rlvr version and the "
+            "optim / model / lora settings the run started with, or start a new run in a new run.out_dir "
+            "(if both match, it is a bug in rlvr: please report this message)"
+        ) from err
+
+
 def _run_stage(config: Any, make_stage: Callable[[], Stage], par: distributed.Parallel, *,
                resume: bool | resuming.Resume, callbacks: Sequence[Callback]) -> RunResult:  # fmt: skip
     run = config.run
@@ -93,8 +124,8 @@ def _run_stage(config: Any, make_stage: Callable[[], Stage], par: distributed.Pa
     result = RunResult(run_dir=run_dir, step=0, checkpoint=ckpt)
     if ckpt is not None:
         state = dist_checkpoint.load(par, ckpt, stage)  # weights (and, sharded, optimizer) and RNG states
+        _restore(stage, state, ckpt, run_dir)
         start, skips = state["step"], state.get("skips", 0)
-        stage.load_state_dict(state)
         if par.main:
             row = resuming.record_resume(run_dir, start, changes, forced=bool(mode and mode.force),
                                          world_sizes=(state.get("world_size", 1), resuming.world_size()))  # fmt: skip

@@ -42,3 +42,18 @@ def test_resume_forced_onto_a_model_of_another_shape_names_the_checkpoint(tmp_pa
     assert_user_error(rlvr("train", str(config), "--resume", "--force", "--set", "model.preset=5m", "--set", "run.steps=2"),
                       "step_000001 holds a model of another shape", "model.preset")  # fmt: skip
     assert not (tmp_path / "run" / "resumes.jsonl").exists()  # nothing recorded for a resume that did not happen
+
+
+def test_resume_from_a_trainer_state_another_version_wrote_names_the_checkpoint_and_versions(tmp_path):
+    # a trainer_state.pt without an entry this rlvr reads (an older or newer rlvr wrote it): exit 2,
+    # naming the checkpoint, the missing entry and both versions; before, a KeyError traceback
+    import torch
+
+    config: Path = tiny_rl_config(tmp_path, tmp_path / "run", steps=1)
+    assert rlvr("train", str(config)).returncode == 0
+    state_file = tmp_path / "run" / "checkpoints" / "step_000001" / "trainer_state.pt"
+    state = torch.load(state_file, weights_only=False)
+    del state["optimizer"]
+    torch.save(state, state_file)
+    assert_user_error(rlvr("train", str(config), "--resume", "--set", "run.steps=2"),
+                      "step_000001", "trainer_state.pt", "'optimizer'", "written by rlvr")  # fmt: skip
