@@ -267,10 +267,11 @@ def test_refuses_without_bwrap_unless_opted_in(monkeypatch: pytest.MonkeyPatch) 
     assert unsafe.passed and not unsafe.sandboxed and "unsafe_no_sandbox" in unsafe.isolation
 
 
-def test_unsafe_scratch_that_cannot_be_removed_is_loud(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unsafe_scratch_that_cannot_be_removed_is_loud(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     from rlvr.verifiers import _session
 
     monkeypatch.setattr(code, "_host_or_reason", lambda: "bubblewrap is not installed")
+    monkeypatch.setattr(_session.tempfile, "tempdir", str(tmp_path))  # the scratch it leaves: pytest's to clean
 
     def stuck(path: str) -> None:
         raise PermissionError(1, "Operation not permitted", path)
