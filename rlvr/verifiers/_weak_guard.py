@@ -123,8 +123,9 @@ def public_globals(tests_ns: dict, served: frozenset, builtins: dict):
     `check()` is False once the program changed the dict or its class.
     """
     _KeyError, _type, _str, _len, _all, _zip, _vars, _id = KeyError, type, str, len, all, zip, vars, id
-    _get, _keys = dict.get, dict.keys
+    _get, _keys, _NameError = dict.get, dict.keys, NameError
     trust: list = []  # [code_at, ids of the tests' code objects], set once the hook is armed
+    pristine = dict(builtins)  # the program can reach (and change) `builtins`, never this copy
 
     def lookup():
         name = yield
@@ -134,6 +135,7 @@ def public_globals(tests_ns: dict, served: frozenset, builtins: dict):
             # frame 1 is our `__missing__`, frame 2 the code that read the name
             if trust and trust[0](1) is missing_code and _id(trust[0](2)) in trust[1] and name in served:
                 reply = _get(tests_ns, name, _KeyError)
+                reply = _get(pristine, name, _NameError) if reply is _KeyError else reply
             name = yield reply
 
     gen = lookup()
@@ -147,6 +149,8 @@ def public_globals(tests_ns: dict, served: frozenset, builtins: dict):
             value = send(name)
             if value is _KeyError:
                 raise _KeyError(name)
+            if value is _NameError:  # not `KeyError`: then the builtins dict the program can reach is read
+                raise _NameError(f"name {name!r} is not defined")
             return value
 
     name = "tests"

@@ -1,0 +1,85 @@
+"""Weak mode: what the tests' nested functions capture, the builtins they read and the fallback to
+one namespace (`_weak_guard`): a program given one of their objects reads none of their values."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlvr.verifiers.code import run_tests, sandbox_available
+
+pytestmark = pytest.mark.skipif(not sandbox_available()[0], reason="bubblewrap sandbox not available")
+
+BOX = "class Box:\n    def __init__(s, v): s.v = v\n"
+# a class and a lambda defined inside the test function capture its local `want`
+NESTED = (
+    "def check(candidate):\n    want = {1: 2, 5: 6}\n"
+    "    class B:\n        def __init__(s, v): s.v = v\n        def w(s): return want\n"
+    "    assert candidate(B(1), {'f': lambda: want}) == 2\n    assert candidate(B(5), {'f': lambda: want}) == 6\n"
+    "check(get)\n"
+)
+CLOSURE_READS = {
+    "method_closure": "def get(b, d):\n    return type(b).w.__closure__[0].cell_contents[b.v]\n",
+    "bound_method": "def get(b, d):\n    return b.w.__func__.__closure__[0].cell_contents[b.v]\n",
+    "lambda_in_dict": "def get(b, d):\n    return d['f'].__closure__[0].cell_contents[b.v]\n",
+    "getclosurevars": "import inspect\ndef get(b, d):\n    return inspect.getclosurevars(d['f']).nonlocals['want'][b.v]\n",
+    "dynamic_name": "def get(b, d):\n    c = getattr(d['f'], '__clo' + 'sure__')[0]\n    return getattr(c, 'cell_' + 'contents')[b.v]\n",
+}
+
+
+@pytest.mark.parametrize("name", list(CLOSURE_READS))
+def test_what_a_test_function_captures_is_not_readable(name: str) -> None:
+    r = run_tests(CLOSURE_READS[name], NESTED, timeout_s=5.0)
+    assert not r.passed and r.guarantee == "in_sandbox_judge", r
+
+
+def test_honest_programs_keep_nested_semantics() -> None:
+    honest = "def get(b, d):\n    return {1: 2, 5: 6}[b.v] if b.w() is d['f']() else -1\n"
+    r = run_tests(honest, NESTED, timeout_s=5.0)
+    assert r.passed and r.guarantee == "in_sandbox_judge", r
+    tests = (  # nonlocal, a parameter captured, a comprehension, super() (the `__class__` cell)
+        "def check(candidate, k=3):\n    n = 0\n    def bump():\n        nonlocal n\n        n += k\n        return n\n"
+        "    class A:\n        def v(s): return 1\n    class B(A):\n        def v(s): return super().v() + n\n"
+        "    bump()\n    assert candidate(B(), bump) == 9\n    assert [n + i for i in range(2)] == [6, 7]\n"
+        "check(get)\n"
+    )
+    r = run_tests("def get(b, f):\n    return b.v() + f() - 3 + 2\n", tests, timeout_s=5.0)
+    assert r.passed and r.guarantee == "in_sandbox_judge", r
+
+
+SWAP_BACK = """
+class O:
+    def __init__(s, b):
+        s.bi = type(b).__init__.__builtins__
+        s.real = s.bi['all']
+    def __getattr__(s, k):
+        if k == 'a':
+            s.bi['all'] = lambda *x: True
+            return True
+        s.bi['all'] = s.real
+        return False
+def get(b):
+    return O(b)
+"""
+
+
+def test_a_swap_undone_inside_a_test_function_is_seen() -> None:
+    tests = BOX + "def t(o):\n    return o.a and all([o.b])\nassert t(get(Box(1)))\n"
+    r = run_tests(SWAP_BACK, tests, timeout_s=5.0)
+    assert not r.passed and r.guarantee == "in_sandbox_judge", r
+
+
+LEAK = "def get(b):\n    g = type(b).__init__.__globals__\n    return next(v for v in g.values() if isinstance(v, dict) and 1 in v)[b.v]\n"
+FALLBACK = {
+    "global_statement": "WANT = {1: 2}\nN = 0\ndef bump():\n    global N\n    N += 1\n    return N\n"
+    + BOX + "assert bump() == 1 and get(Box(1)) == 2 and N == 1\n",
+    "class_body_read": "WANT = {1: 2}\nSCALE = 1\nclass Box:\n    K = SCALE\n    def __init__(s, v): s.v = v * s.K\n"
+    "assert get(Box(1)) == 2\n",
+}
+
+
+@pytest.mark.parametrize("name", list(FALLBACK))
+def test_global_statements_and_class_bodies_keep_the_split_namespace(name: str) -> None:
+    r = run_tests(LEAK, FALLBACK[name], timeout_s=5.0)
+    assert not r.passed and r.guarantee == "in_sandbox_judge", r
+    r = run_tests("def get(b):\n    return b.v + 1\n", FALLBACK[name], timeout_s=5.0)
+    assert r.passed and r.guarantee == "in_sandbox_judge", r
