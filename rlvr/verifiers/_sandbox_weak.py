@@ -182,24 +182,39 @@ class _RewriteCompare(ast.NodeTransformer):
         return ast.copy_location(call, node)
 
 
-def compile_tests(source: str) -> tuple[list, frozenset, frozenset, frozenset]:
-    """([(is_setup, line, code, names it binds)] per top-level statement, names read, names rebound
-    by `global`, names read inside their own scopes or None when they need one namespace).  The code holds `_weak_guard`'s marker
-    constants until `bind_constants`."""
+def _compile_each(tree: ast.Module, cells_checked: bool = False) -> list:
     import warnings
 
-    tree = _weak_guard.RewriteCalls().visit(_RewriteCompare().visit(ast.parse(source, "<tests>")))
-    tree = _weak_guard.RewriteLoads().visit(tree)
     out = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "'str' object is not callable": the markers
         for stmt in tree.body:
             mod = ast.fix_missing_locations(ast.Module([stmt], []))
             code = compile(mod, "<tests>", "exec", dont_inherit=True, optimize=0)
+            if cells_checked and not _weak_guard.cells_hidden(code):
+                raise _weak_guard.Unsupported("a cell the rewrite missed")
             out.append((isinstance(stmt, _SETUP), stmt.lineno, code, _weak_guard.top_level_bindings(stmt)))
-    one_namespace = _weak_guard.class_body_reads(tree)  # see `public_globals`: then no split namespace
+    return out
+
+
+def compile_tests(source: str) -> tuple[list, frozenset, frozenset, frozenset]:
+    """([(is_setup, line, code, names it binds)] per top-level statement, names read, names rebound
+    by `global`, names read inside their own scopes or None when they need one namespace).  The code holds `_weak_guard`'s marker
+    constants until `bind_constants`."""
+    import copy
+
+    tree = _weak_guard.RewriteCalls().visit(_RewriteCompare().visit(ast.parse(source, "<tests>")))
+    tree = _weak_guard.RewriteLoads().visit(tree)
+    read, rebound = _weak_guard.names_read_and_rebound(tree)
+    try:  # no closure cell holds a value of theirs, no `global` is left (else, rarely, as they are)
+        hidden = _weak_guard.hide_cells(copy.deepcopy(tree))
+        tree, out = hidden, _compile_each(hidden, cells_checked=True)
+    except _weak_guard.Unsupported:
+        out = _compile_each(tree)
+    # see `public_globals`: a `global` statement or a class body's read of a global keeps one namespace
+    one_namespace = _weak_guard.class_body_reads(tree) or any(isinstance(n, ast.Global) for n in ast.walk(tree))
     served = None if one_namespace else _weak_guard.names_served(tree)
-    return (out, *_weak_guard.names_read_and_rebound(tree), served)
+    return out, read, rebound, served
 
 
 def disable_threads() -> None:
@@ -329,10 +344,10 @@ def main(
 
     # a `global` statement writes the function's globals, which the top level would not see, and a
     # class body's own reads skip `__missing__`: such (rare) tests keep one namespace (and the leak)
-    one = rebound or served is None
+    one = served is None
     public = (tests_ns, None, None) if one else _weak_guard.public_globals(tests_ns, served, builtins_pristine)
     guard = _weak_guard.Guard(tests_ns, builtins_pristine, read, rebound, void, public)
-    table = guard.constants(cmp, chain)  # bound now: the hook denies `code.replace` (code.__new__)
+    table = {**guard.constants(cmp, chain), **_weak_guard.cell_constants(void, tests_ns, builtins_pristine)}  # bound now: the hook denies `code.replace` (code.__new__)
     tests = [(s, line, _weak_guard.bind_constants(code, table), bound) for s, line, code, bound in tests]
     nonce = spec.pop("nonce")
     spec.clear()

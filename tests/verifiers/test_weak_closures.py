@@ -83,3 +83,42 @@ def test_global_statements_and_class_bodies_keep_the_split_namespace(name: str) 
     assert not r.passed and r.guarantee == "in_sandbox_judge", r
     r = run_tests("def get(b):\n    return b.v + 1\n", FALLBACK[name], timeout_s=5.0)
     assert r.passed and r.guarantee == "in_sandbox_judge", r
+
+
+def test_replacing_what_a_cell_holds_voids_the_run() -> None:
+    # before: the program could set the tests' `want` to its own answer through the cell
+    program = "def get(b, d):\n    d['f'].__closure__[0].cell_contents = {1: 0, 5: 0}\n    return 0\n"
+    tests = NESTED.replace("lambda: want}) == 2", "lambda: want}) == want[1]").replace("== 6", "== want[5]")
+    r = run_tests(program, tests, timeout_s=5.0)
+    assert not r.passed and r.guarantee == "in_sandbox_judge", r
+
+
+UNSUPPORTED = {  # forms the rewrite leaves as they are (their cells stay readable): still correct
+    "lambda_owns_a_cell": "def check(c):\n    mk = lambda x: lambda: x\n    assert c(mk(2)) == 2\ncheck(get)\n",
+    "match": "def check(c):\n    match [2]:\n        case [w]:\n            f = lambda: w\n    assert c(f) == 2\ncheck(get)\n",
+}
+
+
+@pytest.mark.parametrize("name", list(UNSUPPORTED))
+def test_forms_left_as_they_are_keep_their_semantics(name: str) -> None:
+    r = run_tests("def get(f):\n    return f()\n", UNSUPPORTED[name], timeout_s=5.0)
+    assert r.passed and r.guarantee == "in_sandbox_judge", r
+
+
+def test_a_name_planted_in_the_reachable_builtins_is_not_read_by_the_tests() -> None:
+    program = "def get(b):\n    type(b).__init__.__builtins__['helper'] = lambda: 2\n    return 2\n"
+    tests = BOX + "def t():\n    try:\n        return helper()\n    except NameError:\n        return -1\nassert get(Box(1)) == t()\n"
+    r = run_tests(program, tests, timeout_s=5.0)
+    assert not r.passed and r.guarantee == "in_sandbox_judge", r
+
+
+def test_global_statements_keep_their_semantics() -> None:
+    tests = (
+        "N = 0\nL = []\ndef bump(k=1):\n    global N, L\n    N += k\n    L = L + [N]\n    for N in range(N, N + 1):\n        pass\n"
+        "    def inner():\n        return N\n    return inner()\n"
+        + BOX + "class C:\n    K = N\n    def k(s): return N\n"
+        "assert bump() == 1 and bump(2) == 3 and N == 3 and L == [1, 3] and C.K == 0 and C().k() == 3\n"
+        "assert get(Box(N)) == 4\n"
+    )
+    r = run_tests("def get(b):\n    return b.v + 1\n", tests, timeout_s=5.0)
+    assert r.passed and r.guarantee == "in_sandbox_judge", r
