@@ -17,8 +17,9 @@ could forge its own pass.  Defences (in depth only; audit hooks are not a bounda
 * every comparison in the tests goes through a comparator built before the program ran:
   values are canonicalised to exact builtin types, so `AlwaysEqual()` never equals 5;
 * the tests' own objects are guarded (`_weak_guard`): the comparator is a constant of their code,
-  every call they make checks that their globals and builtins are still theirs, and a function of
-  theirs reaches the program only as an opaque proxy; the harness keeps its own `os._exit`.
+  every call they make checks that their globals and builtins are still theirs, a function of
+  theirs reaches the program only as an opaque proxy, their closure cells hold no value of theirs
+  (`hide_cells`); the harness keeps its own `os._exit`.
 
 Stdlib only; loaded by `_sandbox_child` from the same read-only directory.
 """
@@ -342,8 +343,8 @@ def main(
         emit(out_fd, {"ev": "exc", "phase": "test", "type": "TestsTampered"})
         _exit(1)
 
-    # a `global` statement writes the function's globals, which the top level would not see, and a
-    # class body's own reads skip `__missing__`: such (rare) tests keep one namespace (and the leak)
+    # a `global` statement or a class body's read of a global that `hide_cells` left (rare
+    # forms): such tests keep one namespace (and the leak)
     one = served is None
     public = (tests_ns, None, None) if one else _weak_guard.public_globals(tests_ns, served, builtins_pristine)
     guard = _weak_guard.Guard(tests_ns, builtins_pristine, read, rebound, void, public)

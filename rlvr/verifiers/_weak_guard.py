@@ -18,14 +18,23 @@ where it could swap the comparator, a builtin such as `all`, or a helper such as
   a list or tuple, arrives as an opaque proxy that does not lead to its globals (`opaque`).
 
 * the tests' own functions, classes and lambdas have globals that hold nothing
-  (`public_globals`): an instance of a class the tests define no longer leads to their bindings
-  (unless some test function has a `global` statement, or a class body reads a non-builtin name
-  in its own scope: then one namespace, as before).
+  (`public_globals`): an instance of a class the tests define no longer leads to their bindings;
+  a global or builtin their functions read is answered from the tests' namespace and a private
+  copy of the builtins, so a swap of the builtins dict the program can reach is never read.
+* no closure cell of theirs holds a value (`hide_cells`): a name that a function, class or lambda
+  nested in a test function captures (`want` in `def check(c): want = ...; class B: ...`) lives
+  in a box whose value only `cell_constants` hands out; `fn.__closure__[0].cell_contents` is an
+  empty box, and a cell the program refills voids the run.  `global` statements and a class
+  body's reads of globals are rewritten the same way (`GLOBAL_GET`/`GLOBAL_SET`), so such tests
+  keep the split namespace.  A form the rewrite does not handle (a lambda or comprehension whose
+  own name is captured, `match`, `del` of a captured name, a captured `except ... as` name, a
+  `global` in a class body) keeps its cells and, with a `global`, one namespace, as before.
 
-Known limits (defence in depth, not a boundary): a test function's `__closure__` cells (a class
-defined inside `check(candidate)`) are readable; a swap made and undone by program code that runs
-implicitly (`__getattr__`, `__iter__`, ...) between a name's lookup and the call that uses it is
-seen at the tests' top level (`RewriteLoads`), not inside their own functions.
+Known limits (defence in depth, not a boundary): in those rare forms, the old leaks; a swap
+made and undone by program code that runs implicitly (`__getattr__`, `__iter__`, ...) between
+the lookup of a name bound in the tests' namespace and its use is seen at their top level
+(`RewriteLoads`), inside their functions only if it changed what the name reads (the program
+cannot reach that namespace in the split mode).
 """
 
 import ast
@@ -356,7 +365,7 @@ class _Scope:
         self.cls, self.binders = isinstance(node, ast.ClassDef), []  # [(statement, name)]: def, class, import
 
     def owner(self, name: str):
-        """The function scope whose local `name` is (None: a global); a class's own names are skipped."""
+        """The function scope whose local `name` read here is (None: a global)."""
         if self.decl.get(name) == "nonlocal":
             return self.parent.lookup(name)
         return self.lookup(name) if not self.cls else self.parent.lookup(name)
@@ -398,7 +407,7 @@ def _collect(node, scope: _Scope, scopes: list) -> None:
         for child in [node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]:
             _collect(child, inner, scopes)
         return
-    if not isinstance(node, _FUNCS + (ast.ClassDef,)):
+    if not isinstance(node, (*_FUNCS, ast.ClassDef)):
         for child in ast.iter_child_nodes(node):
             _collect(child, scope, scopes)
         return
@@ -554,7 +563,7 @@ def cell_constants(void, tests_ns: dict, builtins: dict) -> dict:
     `GLOBAL_GET`/`GLOBAL_SET`: the tests' namespace (then a private copy of `builtins`)."""
     import _weakref
 
-    ref, _id, values, unbound, count, _get = _weakref.ref, id, {}, object(), [0], dict.get
+    ref, _id, values, unbound, count, _get, _new = _weakref.ref, id, {}, object(), [0], dict.get, object.__new__
     pristine, _NameError = dict(builtins), NameError
 
     def global_get(name):
@@ -569,7 +578,7 @@ def cell_constants(void, tests_ns: dict, builtins: dict) -> dict:
         return value
 
     def new(*value):
-        box = _Cell()
+        box = _new(_Cell)  # runs no `__init__` the program may have put on `_Cell`
         values[_id(box)] = (ref(box), value[0] if value else unbound)
         count[0] += 1
         if count[0] % 4096 == 0:  # forget the boxes of calls that have ended

@@ -23,7 +23,8 @@ sandbox and no object the program made is ever compared.  `CodeResult.guarantee`
   instances, pass lambdas, ...) and ran inside the sandbox (`_sandbox_weak`); the host is still
   protected, but the pass signal comes from the untrusted interpreter (audit hook + nonce, which
   are defence in depth, not a boundary; the tests' own functions and classes have empty globals
-  that answer only the tests' own reads, so an instance of theirs does not lead to their values).
+  that answer only the tests' own reads and closure cells that hold only empty boxes, so an
+  instance of theirs does not lead to their values).
 
 The parent's judging is bounded too (`_judgeproc`): the split judge runs in a pooled worker
 process (never in the caller's, so it works from any thread) that gets the sandbox's pipes, an

@@ -52,7 +52,7 @@ def test_honest_programs_keep_the_tests_semantics() -> None:
     r = run_tests("def get(b):\n    return b.v\n", tests, timeout_s=5.0)
     assert r.passed and r.guarantee == "in_sandbox_judge", r
     class_body = "SCALE = 3\nclass Box:\n    K = SCALE\n    def __init__(s, v): s.v = v * s.K\nassert get(Box(1)) == 3\n"
-    assert run_tests("def get(b):\n    return b.v\n", class_body, timeout_s=5.0).passed  # one namespace
+    assert run_tests("def get(b):\n    return b.v\n", class_body, timeout_s=5.0).passed  # GLOBAL_GET
 
 
 READS = [
