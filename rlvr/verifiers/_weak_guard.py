@@ -351,6 +351,7 @@ class Guard:
 CELL_NEW, CELL_GET, CELL_SET = "\0rlvr-cell-new", "\0rlvr-cell-get", "\0rlvr-cell-set"
 GLOBAL_GET, GLOBAL_SET = "\0rlvr-global-get", "\0rlvr-global-set"
 BOX = "\u00b7cell"  # a captured `want` is kept as `want·cell`: a valid name no source spells by accident
+OWN = "\u00b7box"  # ... and in its own function as the plain local `want·box` (no cell leads to it)
 _FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
 _COMPS = _SCOPES[4:]
 
@@ -431,11 +432,12 @@ def _collect(node, scope: _Scope, scopes: list) -> None:
         _collect(child, inner, scopes)
 
 
-def _box_op(marker: str, name: str, *args: ast.expr) -> ast.expr:
-    """`CELL_x(name·cell, ...)`, or for a name some function declares `global`, `GLOBAL_x("name", ...)`."""
+def _box_op(marker: str, name: str, *args: ast.expr, suffix: str = BOX) -> ast.expr:
+    """`CELL_x(name·cell, "name", ...)` (`name·box` in the owner), or for a name some function
+    declares `global`, `GLOBAL_x("name", ...)`."""
     if marker in (GLOBAL_GET, GLOBAL_SET):
         return ast.Call(ast.Constant(marker), [ast.Constant(name), *args], [])
-    return ast.Call(ast.Constant(marker), [ast.Name(name + BOX, ast.Load()), *args], [])
+    return ast.Call(ast.Constant(marker), [ast.Name(name + suffix, ast.Load()), ast.Constant(name), *args], [])
 
 
 class _Rewrite(ast.NodeTransformer):
@@ -449,20 +451,20 @@ class _Rewrite(ast.NodeTransformer):
 
     def visit_Name(self, node: ast.Name) -> ast.AST:
         op = self.loads.get(id(node))
-        return ast.copy_location(_box_op(op[0], node.id), node) if op else node
+        return ast.copy_location(_box_op(op[0], node.id, suffix=op[2]), node) if op else node
 
     def visit_NamedExpr(self, node: ast.NamedExpr) -> ast.AST:
         self.generic_visit(node)
         op = self.stores.get(id(node.target))
-        return ast.copy_location(_box_op(op[1], node.target.id, node.value), node) if op else node
+        return ast.copy_location(_box_op(op[1], node.target.id, node.value, suffix=op[2]), node) if op else node
 
     def visit_AugAssign(self, node: ast.AugAssign) -> ast.AST:
         target = node.target
         op = self.stores.get(id(target)) if isinstance(target, ast.Name) else None
         if not op:
             return self.generic_visit(node)
-        value = ast.BinOp(_box_op(op[0], target.id), node.op, self.visit(node.value))
-        return ast.copy_location(ast.Expr(_box_op(op[1], target.id, value)), node)
+        value = ast.BinOp(_box_op(op[0], target.id, suffix=op[2]), node.op, self.visit(node.value))
+        return ast.copy_location(ast.Expr(_box_op(op[1], target.id, value, suffix=op[2])), node)
 
     def visit_Nonlocal(self, node: ast.Nonlocal) -> ast.AST:
         names = [n for n in node.names if n not in self.after.get(id(node), ())]
@@ -482,24 +484,32 @@ class _Rewrite(ast.NodeTransformer):
             node.body[:0] = self._sets(targets)
         if id(node) in self.owners:
             names, params = self.owners[id(node)]
-            new = [ast.Assign([ast.Name(n + BOX, ast.Store())], _box_op_new(n, n in params)) for n in sorted(names)]
+            new = [
+                stmt
+                for n in sorted(names)
+                for stmt in (
+                    ast.Assign([ast.Name(n + OWN, ast.Store())], _box_op_new(n, n in params)),
+                    ast.Assign([ast.Name(n + BOX, ast.Store())], ast.Name(n + OWN, ast.Load())),
+                )
+            ]
             doc = node.body[:1] if ast.get_docstring(node, clean=False) is not None else []
             node.body[len(doc) : len(doc)] = new
         return node
 
     def _sets(self, targets) -> list:
         names = [n for t in targets if t for n in ast.walk(t) if isinstance(n, ast.Name) and id(n) in self.stores]
-        return [ast.Expr(_box_op(self.stores[id(n)][1], n.id, ast.Name(n.id, ast.Load()))) for n in names]
+        ops = [self.stores[id(n)] for n in names]
+        return [ast.Expr(_box_op(op[1], n.id, ast.Name(n.id, ast.Load()), suffix=op[2])) for n, op in zip(names, ops)]
 
     def _then_set(self, stmt: ast.stmt) -> list:
         if isinstance(stmt, ast.Assign | ast.AnnAssign):
             return [stmt, *self._sets(stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target])]
         sets = self.after.get(id(stmt), ()) if not isinstance(stmt, ast.Nonlocal) else ()
-        return [stmt, *(ast.Expr(_box_op(op, n, ast.Name(n, ast.Load()))) for n, op in sets)]
+        return [stmt, *(ast.Expr(_box_op(op, n, ast.Name(n, ast.Load()), suffix=OWN)) for n, op in sets)]
 
 
 def _box_op_new(name: str, param: bool) -> ast.expr:
-    return ast.Call(ast.Constant(CELL_NEW), [ast.Name(name, ast.Load())] if param else [], [])
+    return ast.Call(ast.Constant(CELL_NEW), [ast.Constant(name), *([ast.Name(name, ast.Load())] if param else [])], [])
 
 
 def hide_cells(tree: ast.Module) -> ast.Module:
@@ -524,9 +534,9 @@ def hide_cells(tree: ast.Module) -> ast.Module:
     ops = {}  # id(Name node) -> (GET marker, SET marker)
     for s, ref, o, local in resolved:
         if (o, ref.id) in boxed and not local:
-            ops[id(ref)] = (CELL_GET, CELL_SET)
+            ops[id(ref)] = (CELL_GET, CELL_SET, OWN if o is s else BOX)
         elif o is None and not local and (ref.id in rebound or (s.cls and isinstance(ref.ctx, ast.Load))):
-            ops[id(ref)] = (GLOBAL_GET, GLOBAL_SET)
+            ops[id(ref)] = (GLOBAL_GET, GLOBAL_SET, "")
         if id(ref) in ops and isinstance(ref.ctx, ast.Del):
             raise Unsupported("del of a captured or global name")
     after: dict = {}
@@ -577,29 +587,29 @@ def cell_constants(void, tests_ns: dict, builtins: dict) -> dict:
         tests_ns[name] = value
         return value
 
-    def new(*value):
+    def new(name, *value):
         box = _new(_Cell)  # runs no `__init__` the program may have put on `_Cell`
-        values[_id(box)] = (ref(box), value[0] if value else unbound)
+        values[_id(box)] = (ref(box), value[0] if value else unbound, name)
         count[0] += 1
         if count[0] % 4096 == 0:  # forget the boxes of calls that have ended
             for key in [k for k, (r, _) in values.items() if r() is None]:
                 del values[key]
         return box
 
-    def entry(box):
+    def entry(box, name):
         found = _get(values, _id(box))
-        if found is None or found[0]() is not box:  # the program replaced a cell's contents
+        if found is None or found[0]() is not box or found[2] != name:  # a cell the program refilled
             void()
         return found
 
-    def get(box):
-        value = entry(box)[1]
+    def get(box, name):
+        value = entry(box, name)[1]
         if value is unbound:
-            raise NameError("free variable referenced before assignment")
+            raise _NameError(f"free variable {name!r} referenced before assignment")
         return value
 
-    def set_(box, value):
-        values[_id(box)] = (entry(box)[0], value)
+    def set_(box, name, value):
+        values[_id(box)] = (entry(box, name)[0], value, name)
         return value
 
     return {CELL_NEW: new, CELL_GET: get, CELL_SET: set_, GLOBAL_GET: global_get, GLOBAL_SET: global_set}

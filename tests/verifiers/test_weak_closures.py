@@ -122,3 +122,18 @@ def test_global_statements_keep_their_semantics() -> None:
     )
     r = run_tests("def get(b):\n    return b.v + 1\n", tests, timeout_s=5.0)
     assert r.passed and r.guarantee == "in_sandbox_judge", r
+
+
+def test_moving_one_of_the_tests_boxes_into_another_cell_voids_the_run() -> None:
+    # the helper `ok` reads `want` through the cell that `B.w` shares: the program puts `inp`'s box there
+    tests = (
+        "def check(c):\n    inp = 3\n    want = 5\n    class B:\n        def i(s): return inp\n"
+        "        def w(s): return want\n    def ok(x): return x == want\n    assert ok(c(B()))\ncheck(get)\n"
+    )
+    program = (
+        "def get(b):\n    ci, cw = type(b).i.__closure__[0], type(b).w.__closure__[0]\n"
+        "    cw.cell_contents = ci.cell_contents\n    return 3\n"
+    )
+    r = run_tests(program, tests, timeout_s=5.0)
+    assert not r.passed and r.guarantee == "in_sandbox_judge", r
+    assert run_tests("def get(b):\n    return b.i() + 2\n", tests, timeout_s=5.0).passed
