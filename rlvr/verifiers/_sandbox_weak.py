@@ -202,15 +202,17 @@ def compile_tests(source: str) -> tuple[list, frozenset, frozenset, frozenset]:
     """([(is_setup, line, code, names it binds)] per top-level statement, names read, names rebound
     by `global`, names read inside their own scopes or None when they need one namespace).  The code holds `_weak_guard`'s marker
     constants until `bind_constants`."""
-    import copy
+    def parse() -> ast.Module:
+        tree = _weak_guard.RewriteCalls().visit(_RewriteCompare().visit(ast.parse(source, "<tests>")))
+        return _weak_guard.RewriteLoads().visit(tree)
 
-    tree = _weak_guard.RewriteCalls().visit(_RewriteCompare().visit(ast.parse(source, "<tests>")))
-    tree = _weak_guard.RewriteLoads().visit(tree)
+    tree = parse()
     read, rebound = _weak_guard.names_read_and_rebound(tree)
     try:  # no closure cell holds a value of theirs, no `global` is left (else, rarely, as they are)
-        hidden = _weak_guard.hide_cells(copy.deepcopy(tree))
-        tree, out = hidden, _compile_each(hidden, cells_checked=True)
+        tree = _weak_guard.hide_cells(tree)
+        out = _compile_each(tree, cells_checked=True)
     except _weak_guard.Unsupported:
+        tree = parse()  # parsed again: cheaper than a deep copy (and `import copy`, from source)
         out = _compile_each(tree)
     # see `public_globals`: a `global` statement or a class body's read of a global keeps one namespace
     one_namespace = _weak_guard.class_body_reads(tree) or any(isinstance(n, ast.Global) for n in ast.walk(tree))
