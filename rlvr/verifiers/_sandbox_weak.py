@@ -27,6 +27,7 @@ Stdlib only; loaded by `_sandbox_child` from the same read-only directory.
 import ast
 import sys
 
+import _weak_cells
 import _weak_guard
 
 _SETUP = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Assign, ast.AnnAssign)
@@ -192,8 +193,8 @@ def _compile_each(tree: ast.Module, cells_checked: bool = False) -> list:
         for stmt in tree.body:
             mod = ast.fix_missing_locations(ast.Module([stmt], []))
             code = compile(mod, "<tests>", "exec", dont_inherit=True, optimize=0)
-            if cells_checked and not _weak_guard.cells_hidden(code):
-                raise _weak_guard.Unsupported("a cell the rewrite missed")
+            if cells_checked and not _weak_cells.cells_hidden(code):
+                raise _weak_cells.Unsupported("a cell the rewrite missed")
             out.append((isinstance(stmt, _SETUP), stmt.lineno, code, _weak_guard.top_level_bindings(stmt)))
     return out
 
@@ -209,9 +210,9 @@ def compile_tests(source: str) -> tuple[list, frozenset, frozenset, frozenset]:
     tree = parse()
     read, rebound = _weak_guard.names_read_and_rebound(tree)
     try:  # no closure cell holds a value of theirs, no `global` is left (else, rarely, as they are)
-        tree = _weak_guard.hide_cells(tree)
+        tree = _weak_cells.hide_cells(tree)
         out = _compile_each(tree, cells_checked=True)
-    except _weak_guard.Unsupported:
+    except _weak_cells.Unsupported:
         tree = parse()  # parsed again: cheaper than a deep copy (and `import copy`, from source)
         out = _compile_each(tree)
     # see `public_globals`: a `global` statement or a class body's read of a global keeps one namespace
@@ -350,7 +351,7 @@ def main(
     one = served is None
     public = (tests_ns, None, None) if one else _weak_guard.public_globals(tests_ns, served, builtins_pristine)
     guard = _weak_guard.Guard(tests_ns, builtins_pristine, read, rebound, void, public)
-    table = {**guard.constants(cmp, chain), **_weak_guard.cell_constants(void, tests_ns, builtins_pristine)}  # bound now: the hook denies `code.replace` (code.__new__)
+    table = {**guard.constants(cmp, chain), **_weak_cells.cell_constants(void, tests_ns, builtins_pristine)}  # bound now: the hook denies `code.replace` (code.__new__)
     tests = [(s, line, _weak_guard.bind_constants(code, table), bound) for s, line, code, bound in tests]
     nonce = spec.pop("nonce")
     spec.clear()

@@ -29,7 +29,7 @@ from rlvr.verifiers import _bwrap
 from rlvr.verifiers._bwrap import SandboxIntegrityError
 
 _HERE = Path(__file__).parent
-HARNESS_FILES = ("_sandbox_child.py", "_sandbox_weak.py", "_weak_guard.py", "_plaindata.py")
+HARNESS_FILES = ("_sandbox_child.py", "_sandbox_weak.py", "_weak_guard.py", "_weak_cells.py", "_plaindata.py")
 STARTUP_GRACE_S = 1.0
 MAX_REPLY_BYTES = 64 << 20
 UNSAFE_ISOLATION = ("unsafe_no_sandbox", "process_group", "tmpdir", "env_scrubbed")
