@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,3 +59,14 @@ def tiny_rl_config(tmp_path: Path, out: Path, steps: int = 3, name: str = "rl.to
     path = tmp_path / name
     path.write_text(TINY_RL.format(out=out.as_posix(), steps=steps))
     return path
+
+
+def wait_for(log: Path, needle: str, proc: subprocess.Popen, timeout: float = 120, poll: float = 0.02) -> None:
+    """Wait until `needle` appears in the background process's `log`; fail (and kill it) if it exits first or
+    `timeout` seconds pass."""
+    t0 = time.monotonic()
+    while needle not in log.read_text():
+        if proc.poll() is not None or time.monotonic() - t0 > timeout:
+            proc.kill()
+            pytest.fail(f"never saw {needle!r}:\n{log.read_text()[-3000:]}")
+        time.sleep(poll)

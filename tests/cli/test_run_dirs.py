@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.helpers import REPO, assert_user_error, rlvr, tiny_rl_config
+from tests.cli.helpers import REPO, assert_user_error, rlvr, tiny_rl_config, wait_for
 
 
 def _ok(proc: subprocess.CompletedProcess) -> None:
@@ -83,15 +83,6 @@ def test_a_folder_left_by_a_start_that_was_stopped_takes_a_new_run(tmp_path):
     assert (out / "checkpoints" / "step_000001").is_dir() and not (out / "checkpoints" / ".step_000001.tmp-abcd1234").exists()
 
 
-def _wait(path: Path, needle: str, proc: subprocess.Popen, timeout: float = 120) -> None:
-    t0 = time.monotonic()
-    while needle not in path.read_text():
-        if proc.poll() is not None or time.monotonic() - t0 > timeout:
-            proc.kill()
-            pytest.fail(f"never saw {needle!r}: {path.read_text()[-2000:]}")
-        time.sleep(0.02)
-
-
 def _start(config: Path, log: Path, *extra: str) -> subprocess.Popen:
     """`rlvr train` in the background; unbuffered, so "resolved config" is in the log when it is printed."""
     env = {k: v for k, v in os.environ.items() if k != "RLVR_DEBUG"} | {"PYTHONUNBUFFERED": "1"}
@@ -104,7 +95,7 @@ def test_ctrl_c_at_startup_leaves_no_folder_behind(tmp_path):
     out, log = tmp_path / "run", tmp_path / "log.txt"
     config = tiny_rl_config(tmp_path, out, steps=400)
     proc = _start(config, log)
-    _wait(log, "resolved config", proc)
+    wait_for(log, "resolved config", proc)
     proc.send_signal(signal.SIGINT)  # while the model and the engine are being built
     rc = proc.wait(timeout=120)
     text = log.read_text()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli.helpers import REPO
+from tests.cli.helpers import REPO, wait_for
 
 
 def _start_demo(tmp_path: Path) -> tuple[subprocess.Popen, Path, Path]:
@@ -19,15 +19,6 @@ def _start_demo(tmp_path: Path) -> tuple[subprocess.Popen, Path, Path]:
     proc = subprocess.Popen([sys.executable, "-m", "rlvr.cli", "demo", "--quick", "--threads", "1", "--out", str(out)],
                             stdout=subprocess.DEVNULL, stderr=err, cwd=REPO)  # fmt: skip
     return proc, out, log
-
-
-def _wait_for(log: Path, needle: str, proc: subprocess.Popen, timeout: float) -> None:
-    t0 = time.monotonic()
-    while needle not in log.read_text():
-        if proc.poll() is not None or time.monotonic() - t0 > timeout:
-            proc.kill()
-            pytest.fail(f"never saw {needle!r}:\n{log.read_text()[-3000:]}")
-        time.sleep(0.1)
 
 
 def _stop(proc: subprocess.Popen, sig: int) -> tuple[int, float]:
@@ -43,7 +34,7 @@ def _stop(proc: subprocess.Popen, sig: int) -> tuple[int, float]:
 
 def test_sigterm_during_the_sft_stage_ends_the_whole_demo(tmp_path):
     proc, out, log = _start_demo(tmp_path)
-    _wait_for(log, "sft step 1/", proc, timeout=240)  # inside the SFT training loop
+    wait_for(log, "sft step 1/", proc, timeout=240)  # inside the SFT training loop
     rc, seconds = _stop(proc, signal.SIGTERM)
     text = log.read_text()
     assert rc == 143 and seconds < 20, (rc, seconds, text[-3000:])
@@ -54,7 +45,7 @@ def test_sigterm_during_the_sft_stage_ends_the_whole_demo(tmp_path):
 
 def test_sigterm_while_building_ends_the_demo_too(tmp_path):
     proc, _, log = _start_demo(tmp_path)
-    _wait_for(log, "[1/5]", proc, timeout=240)
+    wait_for(log, "[1/5]", proc, timeout=240)
     rc, seconds = _stop(proc, signal.SIGTERM)
     text = log.read_text()
     assert rc == 143 and seconds < 20 and "Traceback" not in text and "stopped by SIGTERM" in text, text[-3000:]
@@ -63,7 +54,7 @@ def test_sigterm_while_building_ends_the_demo_too(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_during_evaluation_is_a_message_not_a_traceback(tmp_path):
     proc, out, log = _start_demo(tmp_path)
-    _wait_for(log, "[3/5]", proc, timeout=900)  # after the SFT stage, in the held-out evaluation
+    wait_for(log, "[3/5]", proc, timeout=900)  # after the SFT stage, in the held-out evaluation
     rc, seconds = _stop(proc, signal.SIGINT)
     text = log.read_text()
     assert rc == 130 and seconds < 20, (rc, seconds, text[-3000:])

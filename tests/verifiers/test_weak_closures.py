@@ -46,28 +46,6 @@ def test_honest_programs_keep_nested_semantics() -> None:
     assert r.passed and r.guarantee == "in_sandbox_judge", r
 
 
-SWAP_BACK = """
-class O:
-    def __init__(s, b):
-        s.bi = type(b).__init__.__builtins__
-        s.real = s.bi['all']
-    def __getattr__(s, k):
-        if k == 'a':
-            s.bi['all'] = lambda *x: True
-            return True
-        s.bi['all'] = s.real
-        return False
-def get(b):
-    return O(b)
-"""
-
-
-def test_a_swap_undone_inside_a_test_function_is_seen() -> None:
-    tests = BOX + "def t(o):\n    return o.a and all([o.b])\nassert t(get(Box(1)))\n"
-    r = run_tests(SWAP_BACK, tests, timeout_s=5.0)
-    assert not r.passed and r.guarantee == "in_sandbox_judge", r
-
-
 LEAK = "def get(b):\n    g = type(b).__init__.__globals__\n    return next(v for v in g.values() if isinstance(v, dict) and 1 in v)[b.v]\n"
 FALLBACK = {
     "global_statement": "WANT = {1: 2}\nN = 0\ndef bump():\n    global N\n    N += 1\n    return N\n"

@@ -98,8 +98,14 @@ def get(b):
 """
 
 
-def test_a_swap_undone_between_the_lookup_and_the_next_check_is_seen() -> None:
-    # `o.a` swaps the tests' `all` before it is read, `o.b` puts it back before the call's check
-    tests = "class Box:\n    def __init__(s, v): s.v = v\no = get(Box(1))\nassert o.a and all([o.b])\n"
-    r = run_tests(SWAP_BACK, tests, timeout_s=5.0)
+SWAPPED = {  # `o.a` swaps the tests' `all` before it is read, `o.b` puts it back before the call's check
+    "top_level": "class Box:\n    def __init__(s, v): s.v = v\no = get(Box(1))\nassert o.a and all([o.b])\n",
+    "inside_a_test_function": "class Box:\n    def __init__(s, v): s.v = v\n"
+    "def t(o):\n    return o.a and all([o.b])\nassert t(get(Box(1)))\n",
+}
+
+
+@pytest.mark.parametrize("where", list(SWAPPED))
+def test_a_swap_undone_between_the_lookup_and_the_next_check_is_seen(where: str) -> None:
+    r = run_tests(SWAP_BACK, SWAPPED[where], timeout_s=5.0)
     assert not r.passed and r.guarantee == "in_sandbox_judge", r
