@@ -89,6 +89,8 @@ def test_from_hidden_equals_naive_and_gradchecks():
     want_lp, want_ent = _naive(hidden @ weight.t(), targets, 0.9)
     assert_close(lp, want_lp)
     assert_close(ent, want_ent)
+    # the entropy-free path (SFT's) gives the same logprobs
+    assert_close(token_logprobs_from_hidden(hidden, weight, targets, chunk_size=4, temperature=0.9), want_lp)
     fn = lambda h, w: logprobs_and_entropy_from_hidden(h, w, targets, chunk_size=3, temperature=0.9)  # noqa: E731
     assert torch.autograd.gradcheck(fn, (hidden, weight))
     assert torch.autograd.gradcheck(
